@@ -1,0 +1,152 @@
+//! The host context attached to every event: tool, OS, architecture, machine hash,
+//! container and CI detection. Detected once per process.
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Where an event was recorded. No field identifies a person: the machine hash is a
+/// keyed hash of the hostname, so it cannot be reversed or joined across apps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Context {
+    /// `name@version` of the host tool, when the host said.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tool: Option<String>,
+    /// Operating system family, e.g. `linux`, `macos`, `windows`.
+    pub os: String,
+    /// Kernel or OS release, e.g. `6.1.0-18-amd64`.
+    pub os_release: String,
+    /// CPU architecture, e.g. `x86_64`, `aarch64`.
+    pub arch: String,
+    /// HMAC-SHA256 of the hostname keyed by the app name, lower-case hex.
+    pub machine_hash: String,
+    /// True if and only if the process runs inside a container (Docker, Podman, Kubernetes).
+    pub docker: bool,
+    /// True if and only if the process runs under a CI system.
+    pub ci: bool,
+}
+
+impl Context {
+    /// Detects the context of this process for `app`.
+    pub fn detect(app: &str, tool: Option<String>) -> Self {
+        let hostname = gethostname::gethostname().to_string_lossy().into_owned();
+        Context {
+            tool,
+            os: std::env::consts::OS.to_string(),
+            os_release: os_release(),
+            arch: std::env::consts::ARCH.to_string(),
+            machine_hash: machine_hash(app, &hostname),
+            docker: in_container(),
+            ci: in_ci(|k| {
+                std::env::var_os(k)
+                    .is_some_and(|v| !v.is_empty() && !crate::consent::is_falsy(&v.to_string_lossy()))
+            }),
+        }
+    }
+}
+
+/// HMAC-SHA256 of `hostname` keyed by `app`, as lower-case hex.
+///
+/// ```
+/// let h = eventspool::machine_hash("mytool", "build-box");
+/// assert_eq!(h.len(), 64);
+/// assert_ne!(h, eventspool::machine_hash("other", "build-box"));
+/// ```
+pub fn machine_hash(app: &str, hostname: &str) -> String {
+    // HMAC accepts keys of any length, so this cannot fail; fall back to a plain
+    // digest of both rather than panic if the crate ever changed that.
+    match Hmac::<Sha256>::new_from_slice(app.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(hostname.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        }
+        Err(_) => {
+            use sha2::Digest;
+            hex::encode(Sha256::digest(format!("{app}\0{hostname}")))
+        }
+    }
+}
+
+#[cfg(unix)]
+fn os_release() -> String {
+    // SAFETY: uname fills a zeroed struct we own; release is NUL-terminated on success.
+    unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) == 0 {
+            std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
+        } else {
+            String::new()
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn os_release() -> String {
+    String::new()
+}
+
+fn in_container() -> bool {
+    if std::path::Path::new("/.dockerenv").exists() || std::path::Path::new("/run/.containerenv").exists() {
+        return true;
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return true;
+    }
+    std::fs::read_to_string("/proc/1/cgroup")
+        .is_ok_and(|s| ["docker", "containerd", "kubepods", "libpod"].iter().any(|m| s.contains(m)))
+}
+
+/// Returns true if and only if one of the variables CI systems set is present.
+pub(crate) fn in_ci(is_set: impl Fn(&str) -> bool) -> bool {
+    [
+        "CI",
+        "CONTINUOUS_INTEGRATION",
+        "BUILD_NUMBER",
+        "GITHUB_ACTIONS",
+        "GITLAB_CI",
+        "CIRCLECI",
+        "TRAVIS",
+        "BUILDKITE",
+        "JENKINS_URL",
+        "TF_BUILD",
+        "TEAMCITY_VERSION",
+        "BITBUCKET_BUILD_NUMBER",
+        "CODEBUILD_BUILD_ID",
+        "DRONE",
+    ]
+    .iter()
+    .any(|k| is_set(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_hash_is_keyed_hex_and_stable() {
+        let a = machine_hash("app", "host");
+        assert_eq!(a, machine_hash("app", "host"));
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, machine_hash("app2", "host"));
+        assert_ne!(a, machine_hash("app", "host2"));
+        // RFC 4231-style check against an independent computation: HMAC(key="key", msg="The quick brown fox jumps over the lazy dog")
+        assert_eq!(
+            machine_hash("key", "The quick brown fox jumps over the lazy dog"),
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+
+    #[test]
+    fn ci_detection() {
+        assert!(in_ci(|k| k == "GITHUB_ACTIONS"));
+        assert!(!in_ci(|_| false));
+    }
+
+    #[test]
+    fn detect_fills_fields() {
+        let c = Context::detect("app", Some("app@1.0.0".into()));
+        assert_eq!(c.tool.as_deref(), Some("app@1.0.0"));
+        assert!(!c.os.is_empty() && !c.arch.is_empty());
+    }
+}

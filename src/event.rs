@@ -1,0 +1,160 @@
+//! Events: what a host records, how names are validated, and the payload that is sent.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::context::Context;
+use crate::error::{Kind, Result};
+
+/// Longest event name accepted, in characters.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// A usage event a host records: a name and a JSON object of properties.
+///
+/// Every string property is scrubbed of personal data before it is stored (see
+/// [`crate::Scrubber`]); [`Event::unscrubbed_property`] is the explicit way out.
+///
+/// ```
+/// use eventspool::Event;
+/// let e = Event::new("job_finished")
+///     .property("duration", 1234)
+///     .property("success", true)
+///     .property("error.message", "exit status 1");
+/// assert_eq!(e.name(), "job_finished");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    name: String,
+    properties: Map<String, Value>,
+    unscrubbed: BTreeSet<String>,
+}
+
+impl Event {
+    /// An event named `name` with no properties. The name is checked when recorded.
+    pub fn new(name: impl Into<String>) -> Self {
+        Event { name: name.into(), properties: Map::new(), unscrubbed: BTreeSet::new() }
+    }
+
+    /// Adds (or replaces) a property. Keys may contain `.` and `-`, like `error.message`.
+    pub fn property(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        let key = key.into();
+        self.unscrubbed.remove(&key);
+        self.properties.insert(key, value.into());
+        self
+    }
+
+    /// Adds a property whose strings are stored exactly as given, skipping the privacy
+    /// scrubber. Use it only for values you know hold no personal data.
+    pub fn unscrubbed_property(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        let key = key.into();
+        self.unscrubbed.insert(key.clone());
+        self.properties.insert(key, value.into());
+        self
+    }
+
+    /// Adds every entry of a JSON object; fails unless `value` is an object.
+    pub fn properties(mut self, value: Value) -> Result<Self> {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    self = self.property(k, v);
+                }
+                Ok(self)
+            }
+            other => Err(Kind::Properties(format!(
+                "expected a JSON object, got {}",
+                json_type(&other)
+            ))
+            .into()),
+        }
+    }
+
+    /// The event's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn into_parts(self) -> (String, Map<String, Value>, BTreeSet<String>) {
+        (self.name, self.properties, self.unscrubbed)
+    }
+}
+
+/// Checks an event name: 1–64 characters of `[A-Za-z0-9_.:-]`.
+///
+/// ```
+/// assert!(eventspool::validate_name("cli_invoked").is_ok());
+/// assert!(eventspool::validate_name("has space").is_err());
+/// ```
+pub fn validate_name(name: &str) -> Result<()> {
+    let why = if name.is_empty() {
+        Some("must not be empty")
+    } else if name.chars().count() > MAX_NAME_LEN {
+        Some("longer than 64 characters")
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c)) {
+        Some("only letters, digits and _ . : - are allowed")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(Kind::EventName { name: truncate_for_message(name), why }.into()),
+        None => Ok(()),
+    }
+}
+
+fn truncate_for_message(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+pub(crate) fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The JSON document stored in the queue and sent to the endpoint, field for field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Payload {
+    /// UUIDv7: time-ordered, and the receiver's dedupe key.
+    pub id: String,
+    /// The event name.
+    pub event: String,
+    /// When it was recorded, RFC 3339 UTC.
+    pub timestamp: String,
+    /// Random per install, persisted in `config.json`.
+    pub anonymous_id: String,
+    /// Random per host process.
+    pub session_id: String,
+    /// Where it was recorded.
+    pub context: Context,
+    /// The host's properties, scrubbed.
+    pub properties: Map<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "cli_invoked", "job.finished", "ns:event-1", &"x".repeat(64)] {
+            assert!(validate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "has space", "emoji🎉", "semi;colon", "a/b", &"x".repeat(65), "nul\0"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn properties_must_be_an_object() {
+        assert!(Event::new("e").properties(serde_json::json!({"a": 1})).is_ok());
+        let err = Event::new("e").properties(serde_json::json!([1])).unwrap_err();
+        assert_eq!(err.to_string(), "invalid properties: expected a JSON object, got an array");
+    }
+}

@@ -1,0 +1,59 @@
+//! # eventspool: local-first usage telemetry
+//!
+//! A host program records small anonymous usage events with [`Spool::track`]. Each
+//! lands at once in a SQLite queue in the user's config directory, so recording
+//! never waits on the network and nothing is lost offline. A flusher drains the queue
+//! to an HTTP endpoint in batches, with retry, backoff and expiry. An opt-out
+//! ([`Consent`]) stops both recording and sending, and the `spool` command line lets
+//! users see exactly what is queued and purge it.
+//!
+//! ```
+//! use eventspool::{Event, Recorded, Spool};
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! let spool = Spool::builder("mytool")
+//!     .dir(dir.path()) // usually left out: the app's config directory
+//!     .tool("mytool", "1.4.0")
+//!     .build();
+//!
+//! // Fire-and-forget: never fails, never panics, never waits on the network.
+//! spool.track(Event::new("cli_invoked").property("command", "build"));
+//!
+//! // Or ask what happened.
+//! match spool.try_track(Event::new("job_finished").property("success", true)) {
+//!     Ok(Recorded::Queued(id)) => println!("queued {id}"),
+//!     Ok(other) => println!("not queued: {other:?}"),
+//!     Err(e) => eprintln!("telemetry: {e}"),
+//! }
+//!
+//! for queued in spool.list(50).unwrap() {
+//!     println!("{} {}", queued.event, queued.payload);
+//! }
+//! ```
+//!
+//! The tour, module by module: events and their validation ([`Event`]), consent
+//! ([`Consent`]), host context and privacy scrubbing ([`Context`], [`Scrubber`]),
+//! limits ([`Limits`]), persisted settings ([`Settings`]), the handle ([`Spool`]).
+#![deny(missing_docs)]
+
+mod consent;
+mod context;
+mod error;
+mod event;
+mod limits;
+mod privacy;
+mod queue;
+mod settings;
+mod spool;
+mod time;
+
+pub use consent::{Consent, debug_mode, env_prefix, is_falsy, is_truthy};
+pub use context::{Context, machine_hash};
+pub use error::{Error, Result};
+pub use event::{Event, MAX_NAME_LEN, Payload, validate_name};
+pub use limits::{LIMIT_ENV_VARS, Limits, parse_count, parse_duration, parse_size};
+pub use privacy::{MAX_ERROR_CHARS, Scrubber, is_error_key};
+pub use queue::{QUEUE_FILE, QueueStats, QueuedEvent};
+pub use settings::{SETTINGS_FILE, Settings};
+pub use spool::{DEFAULT_LOCK_TIMEOUT, Recorded, Spool, SpoolBuilder, Status, default_dir};
+pub use time::{now_ms, rfc3339_ms};

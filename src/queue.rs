@@ -1,0 +1,702 @@
+//! Queue storage: one SQLite file per app, in WAL mode, written in short
+//! `BEGIN IMMEDIATE` transactions and never held open across a network call.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use crate::error::{Error, Kind, Result};
+use crate::time::now_ms;
+
+/// File name of the queue inside the queue directory.
+pub const QUEUE_FILE: &str = "queue.db";
+
+/// Numbered, append-only migrations; `PRAGMA user_version` is how many have run.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/001_queue.sql")];
+const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// Checkpointed WAL files are truncated back to this size, so the WAL of a busy
+/// queue does not stay at its high-water mark.
+const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
+
+const INSERT: &str = "INSERT INTO events (id, event, created_at, bytes, payload) VALUES (?1, ?2, ?3, ?4, ?5)";
+const TOTALS: &str = "SELECT events, bytes FROM totals WHERE id = 0";
+const ADD_COUNTER: &str = "INSERT INTO counters (name, value) VALUES (?1, ?2)
+     ON CONFLICT (name) DO UPDATE SET value = value + excluded.value";
+
+/// One event waiting in the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueuedEvent {
+    /// Position in the queue: smaller is older.
+    #[serde(skip)]
+    pub seq: i64,
+    /// The event's UUIDv7.
+    pub id: String,
+    /// The event name.
+    pub event: String,
+    /// When it was queued, unix milliseconds.
+    pub created_at: i64,
+    /// How many delivery attempts failed so far.
+    pub attempts: u32,
+    /// Not sent before this time, unix milliseconds (0: at once).
+    pub next_attempt_at: i64,
+    /// Size of the payload in bytes.
+    pub bytes: u64,
+    /// The JSON that will be sent, byte for byte.
+    pub payload: String,
+}
+
+/// What is in the queue and what happened to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    /// Events queued.
+    pub events: u64,
+    /// Payload bytes queued.
+    pub bytes: u64,
+    /// When the oldest queued event was recorded, unix milliseconds.
+    pub oldest: Option<i64>,
+    /// Events dropped so far, by reason (`cap`, `age`, `attempts`, `rejected`, `too_large`).
+    pub dropped: BTreeMap<String, u64>,
+    /// Events delivered so far.
+    pub sent: u64,
+    /// No delivery before this time (server backoff), unix milliseconds.
+    pub not_before: Option<i64>,
+    /// The last flush's report as JSON, if any flush ran.
+    pub last_flush: Option<serde_json::Value>,
+}
+
+/// An event ready to be inserted.
+pub(crate) struct NewEvent<'a> {
+    pub id: &'a str,
+    pub event: &'a str,
+    pub created_at: i64,
+    pub payload: &'a str,
+}
+
+/// An event picked for delivery.
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub seq: i64,
+    pub payload: String,
+    pub attempts: u32,
+}
+
+/// Who holds the flush lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub pid: u32,
+    pub started: i64,
+    pub host: String,
+    pub token: String,
+}
+
+/// An open queue.
+pub(crate) struct Queue {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Queue {
+    /// Opens the queue in `dir`, creating the directory (0700) and file (0600) if
+    /// needed. A file that is not a valid queue is renamed aside and a fresh queue
+    /// started. `busy` bounds how long any statement waits for another writer.
+    pub fn open(dir: &Path, busy: Duration) -> Result<Queue> {
+        ensure_dir(dir)?;
+        let path = dir.join(QUEUE_FILE);
+        create_file(&path)?;
+        Self::open_file(path, busy)
+    }
+
+    /// Opens the queue in `dir` if its file exists; never creates anything.
+    pub fn open_existing(dir: &Path, busy: Duration) -> Result<Option<Queue>> {
+        let path = dir.join(QUEUE_FILE);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => {
+                check_dir(dir)?;
+                check_file(&path)?;
+                Self::open_file(path, busy).map(Some)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn open_file(path: PathBuf, busy: Duration) -> Result<Queue> {
+        let seen = file_id(&path);
+        match Self::connect(&path, busy) {
+            Ok(q) => Ok(q),
+            Err(Failure::Invalid(why)) => {
+                set_aside(&path, seen, &why)?;
+                create_file(&path)?;
+                Self::connect(&path, busy).map_err(|f| f.into_error(&path))
+            }
+            Err(f) => Err(f.into_error(&path)),
+        }
+    }
+
+    fn connect(path: &Path, busy: Duration) -> Result<Queue, Failure> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let mut conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(busy)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != LATEST {
+            migrate(&mut conn, version)?;
+        }
+        // Per-connection settings: no fsync per commit (WAL keeps commits atomic and
+        // durable across a process crash; a power loss may cost the last commits).
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT};"
+        ))?;
+        // Preparing the insert proves the schema is ours; a file that claims our
+        // version but lacks the tables is treated as invalid.
+        conn.prepare_cached(INSERT)?;
+        conn.prepare_cached(TOTALS)?;
+        Ok(Queue { conn, path: path.to_path_buf() })
+    }
+
+    /// Path of the queue file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rusqlite::Error) -> Error {
+        Error::queue(&self.path, e)
+    }
+
+    /// Inserts events in one transaction, then drops the oldest past the caps.
+    /// Returns how many were evicted.
+    pub fn enqueue(&mut self, events: &[NewEvent<'_>], max_events: u64, max_bytes: u64) -> Result<u64> {
+        let path = self.path.clone();
+        let run = |conn: &mut Connection| -> rusqlite::Result<u64> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut ins = tx.prepare_cached(INSERT)?;
+                for e in events {
+                    ins.execute(params![e.id, e.event, e.created_at, e.payload.len() as i64, e.payload])?;
+                }
+            }
+            let evicted = enforce_caps(&tx, max_events, max_bytes)?;
+            tx.commit()?;
+            Ok(evicted)
+        };
+        run(&mut self.conn).map_err(|e| Error::queue(path, e))
+    }
+
+    /// The oldest `limit` events, oldest first.
+    pub fn list(&self, limit: usize) -> Result<Vec<QueuedEvent>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, id, event, created_at, attempts, next_attempt_at, bytes, payload
+                 FROM events ORDER BY seq LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([limit as i64], row_to_event)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
+        rows.map_err(|e| Error::queue(&self.path, e))
+    }
+
+    /// The event whose id is `id`, or whose id starts with `id` if exactly one does.
+    pub fn get(&self, id: &str) -> Result<QueuedEvent> {
+        let upper = format!("{id}\u{7f}");
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, id, event, created_at, attempts, next_attempt_at, bytes, payload
+                 FROM events WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 2",
+            )
+            .map_err(|e| self.err(e))?;
+        let found = st
+            .query_map(params![id, upper], row_to_event)
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| Error::queue(&self.path, e))?;
+        match found.as_slice() {
+            [one] => Ok(one.clone()),
+            [exact, ..] if exact.id == id => Ok(exact.clone()),
+            [_, _, ..] => Err(Kind::Refused(format!("id prefix {id:?} matches more than one event; give more of it")).into()),
+            [] => Err(Kind::UnknownId(id.to_string()).into()),
+        }
+    }
+
+    /// Deletes every queued event; returns how many. The file and its inode stay, so
+    /// writers holding it open keep writing to the live queue.
+    pub fn clear(&mut self) -> Result<u64> {
+        let path = self.path.clone();
+        let run = |conn: &mut Connection| -> rusqlite::Result<u64> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute("DELETE FROM events", [])? as u64;
+            tx.commit()?;
+            Ok(n)
+        };
+        run(&mut self.conn).map_err(|e| Error::queue(path, e))
+    }
+
+    /// Counts, sizes and counters.
+    pub fn stats(&self) -> Result<QueueStats> {
+        let run = || -> rusqlite::Result<QueueStats> {
+            let (events, bytes): (i64, i64) =
+                self.conn.prepare_cached(TOTALS)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let oldest = self
+                .conn
+                .prepare_cached("SELECT created_at FROM events ORDER BY seq LIMIT 1")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            let mut dropped = BTreeMap::new();
+            let mut sent = 0;
+            let mut st = self.conn.prepare_cached("SELECT name, value FROM counters")?;
+            for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                let (name, value) = row?;
+                match name.strip_prefix("dropped_") {
+                    Some(reason) => {
+                        dropped.insert(reason.to_string(), value.max(0) as u64);
+                    }
+                    None if name == "sent" => sent = value.max(0) as u64,
+                    None => {}
+                }
+            }
+            Ok(QueueStats {
+                events: events.max(0) as u64,
+                bytes: bytes.max(0) as u64,
+                oldest,
+                dropped,
+                sent,
+                not_before: self.state_i64("not_before")?,
+                last_flush: self.state("last_flush")?.and_then(|s| serde_json::from_str(&s).ok()),
+            })
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    fn state(&self, key: &str) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .prepare_cached("SELECT value FROM state WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()
+    }
+
+    fn state_i64(&self, key: &str) -> rusqlite::Result<Option<i64>> {
+        Ok(self.state(key)?.and_then(|v| v.parse().ok()))
+    }
+
+    /// Reads a delivery state value.
+    pub fn get_state(&self, key: &str) -> Result<Option<String>> {
+        self.state(key).map_err(|e| self.err(e))
+    }
+
+    /// Writes (or with `None`, removes) a delivery state value.
+    pub fn set_state(&self, key: &str, value: Option<&str>) -> Result<()> {
+        let r = match value {
+            Some(v) => self
+                .conn
+                .prepare_cached("INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+                .and_then(|mut s| s.execute(params![key, v])),
+            None => self.conn.prepare_cached("DELETE FROM state WHERE key = ?1").and_then(|mut s| s.execute([key])),
+        };
+        r.map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Adds `n` to a counter.
+    pub fn count(&self, name: &str, n: u64) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        self.conn
+            .prepare_cached(ADD_COUNTER)
+            .and_then(|mut s| s.execute(params![name, n as i64]))
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Up to `limit` events whose backoff has passed at `now`, oldest first.
+    pub fn due(&self, now: i64, limit: usize) -> Result<Vec<Pending>> {
+        let run = || -> rusqlite::Result<Vec<Pending>> {
+            let mut st = self.conn.prepare_cached(
+                "SELECT seq, payload, attempts FROM events WHERE next_attempt_at <= ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![now, limit as i64], |r| {
+                Ok(Pending { seq: r.get(0)?, payload: r.get(1)?, attempts: r.get(2)? })
+            })?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// Deletes the given events and adds how many were deleted to `counter`.
+    pub fn remove(&mut self, seqs: &[i64], counter: &str) -> Result<u64> {
+        let path = self.path.clone();
+        let run = |conn: &mut Connection| -> rusqlite::Result<u64> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut n = 0;
+            {
+                let mut del = tx.prepare_cached("DELETE FROM events WHERE seq = ?1")?;
+                for s in seqs {
+                    n += del.execute([s])? as u64;
+                }
+                if n > 0 {
+                    tx.prepare_cached(ADD_COUNTER)?.execute(params![counter, n as i64])?;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        };
+        run(&mut self.conn).map_err(|e| Error::queue(path, e))
+    }
+
+    /// Records a failed attempt for the given events: attempts + 1, not before `next_at`.
+    pub fn defer(&mut self, seqs: &[i64], next_at: i64) -> Result<()> {
+        let path = self.path.clone();
+        let run = |conn: &mut Connection| -> rusqlite::Result<()> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            {
+                let mut up = tx.prepare_cached(
+                    "UPDATE events SET attempts = attempts + 1, next_attempt_at = ?2 WHERE seq = ?1",
+                )?;
+                for s in seqs {
+                    up.execute(params![s, next_at])?;
+                }
+            }
+            tx.commit()
+        };
+        run(&mut self.conn).map_err(|e| Error::queue(path, e))
+    }
+
+    /// Drops events recorded before `oldest_allowed` or with `max_attempts` failed
+    /// attempts; returns (by age, by attempts).
+    pub fn expire(&mut self, oldest_allowed: i64, max_attempts: u32) -> Result<(u64, u64)> {
+        let path = self.path.clone();
+        let run = |conn: &mut Connection| -> rusqlite::Result<(u64, u64)> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let aged = tx.execute("DELETE FROM events WHERE created_at < ?1", [oldest_allowed])? as u64;
+            let tried = tx.execute("DELETE FROM events WHERE attempts >= ?1", [max_attempts])? as u64;
+            {
+                let mut add = tx.prepare_cached(ADD_COUNTER)?;
+                if aged > 0 {
+                    add.execute(params!["dropped_age", aged as i64])?;
+                }
+                if tried > 0 {
+                    add.execute(params!["dropped_attempts", tried as i64])?;
+                }
+            }
+            tx.commit()?;
+            Ok((aged, tried))
+        };
+        run(&mut self.conn).map_err(|e| Error::queue(path, e))
+    }
+
+    /// Takes the flush lease for `me` until `until`, unless a live holder has it.
+    /// `alive` says whether a recorded holder is still running. Returns the current
+    /// holder's pid when refused.
+    pub fn take_lease(&mut self, me: &Holder, until: i64, alive: impl Fn(&Holder) -> bool) -> Result<Result<(), u32>> {
+        let path = self.path.clone();
+        let now = now_ms();
+        let run = |conn: &mut Connection| -> rusqlite::Result<Result<(), u32>> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current = tx
+                .query_row("SELECT pid, started, host, token, expires_at FROM lease WHERE id = 0", [], |r| {
+                    Ok((
+                        Holder { pid: r.get(0)?, started: r.get(1)?, host: r.get(2)?, token: r.get(3)? },
+                        r.get::<_, i64>(4)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((holder, expires_at)) = current {
+                if holder.token != me.token && expires_at > now && alive(&holder) {
+                    return Ok(Err(holder.pid));
+                }
+            }
+            tx.execute(
+                "INSERT INTO lease (id, pid, started, host, token, expires_at) VALUES (0, ?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, started = excluded.started,
+                   host = excluded.host, token = excluded.token, expires_at = excluded.expires_at",
+                params![me.pid, me.started, me.host, me.token, until],
+            )?;
+            tx.commit()?;
+            Ok(Ok(()))
+        };
+        run(&mut self.conn).map_err(|e| Error::queue(path, e))
+    }
+
+    /// Extends the lease held by `token`; returns false if it is no longer ours.
+    pub fn renew_lease(&self, token: &str, until: i64) -> Result<bool> {
+        self.conn
+            .execute("UPDATE lease SET expires_at = ?2 WHERE id = 0 AND token = ?1", params![token, until])
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Gives the lease up if `token` still holds it.
+    pub fn release_lease(&self, token: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM lease WHERE id = 0 AND token = ?1", [token])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedEvent> {
+    Ok(QueuedEvent {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        event: r.get(2)?,
+        created_at: r.get(3)?,
+        attempts: r.get(4)?,
+        next_attempt_at: r.get(5)?,
+        bytes: r.get::<_, i64>(6)?.max(0) as u64,
+        payload: r.get(7)?,
+    })
+}
+
+fn enforce_caps(tx: &rusqlite::Transaction<'_>, max_events: u64, max_bytes: u64) -> rusqlite::Result<u64> {
+    let (mut events, mut bytes): (i64, i64) = tx.prepare_cached(TOTALS)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let max_events = i64::try_from(max_events).unwrap_or(i64::MAX);
+    let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+    if events <= max_events && bytes <= max_bytes {
+        return Ok(0);
+    }
+    // Find the newest event that must go: walk from the oldest until both caps hold.
+    let mut cutoff = None;
+    {
+        let mut st = tx.prepare_cached("SELECT seq, bytes FROM events ORDER BY seq")?;
+        let mut rows = st.query([])?;
+        while events > max_events || bytes > max_bytes {
+            let Some(row) = rows.next()? else { break };
+            cutoff = Some(row.get::<_, i64>(0)?);
+            events -= 1;
+            bytes -= row.get::<_, i64>(1)?;
+        }
+    }
+    let Some(cutoff) = cutoff else { return Ok(0) };
+    let n = tx.prepare_cached("DELETE FROM events WHERE seq <= ?1")?.execute([cutoff])? as u64;
+    tx.prepare_cached(ADD_COUNTER)?.execute(params!["dropped_cap", n as i64])?;
+    Ok(n)
+}
+
+fn migrate(conn: &mut Connection, seen: i64) -> Result<(), Failure> {
+    if seen > LATEST {
+        return Err(Failure::Other(Kind::Refused(format!(
+            "the queue was written by a newer eventspool (schema {seen}, this one knows {LATEST}); upgrade, or move the file aside"
+        ))
+        .into()));
+    }
+    let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Another process may have migrated while we waited for the write lock.
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version == 0 {
+        let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables > 0 {
+            return Err(Failure::Invalid("it is a SQLite database of another application".into()));
+        }
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Why a queue file could not be used.
+enum Failure {
+    /// Not a valid queue: set it aside and start afresh.
+    Invalid(String),
+    Other(Error),
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        let invalid = matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+        ) || e.to_string().starts_with("no such table");
+        if invalid { Failure::Invalid(e.to_string()) } else { Failure::Sqlite(e) }
+    }
+}
+
+impl Failure {
+    fn into_error(self, path: &Path) -> Error {
+        match self {
+            Failure::Invalid(why) => Kind::Refused(format!("{}: still not a valid queue after recovery: {why}", path.display())).into(),
+            Failure::Other(e) => e,
+            Failure::Sqlite(e) => Error::queue(path, e),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_path: &Path) -> Option<(u64, u64)> {
+    None
+}
+
+/// Renames an invalid queue file (and its WAL and shared-memory files) aside, never
+/// deleting it. Several processes may find the same bad file at once: an exclusive
+/// lock on it and a re-check of its identity make sure it is moved exactly once.
+fn set_aside(path: &Path, seen: Option<(u64, u64)>, why: &str) -> Result<()> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    lock_exclusive(&file);
+    if file_id(path) != seen {
+        // Someone else already moved it and started a fresh queue.
+        return Ok(());
+    }
+    let aside = PathBuf::from(format!("{}.corrupt-{}-{}", path.display(), now_ms(), std::process::id()));
+    for suffix in ["-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        if from.exists() {
+            let _ = fs::rename(&from, format!("{}{suffix}", aside.display()));
+        }
+    }
+    fs::rename(path, &aside).map_err(|e| Error::io(path, e))?;
+    log::warn!("eventspool: {} was not a valid queue ({why}); moved it to {} and started a fresh queue", path.display(), aside.display());
+    Ok(())
+}
+
+#[cfg(unix)]
+fn lock_exclusive(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; the lock is released when `file` closes.
+    unsafe {
+        libc::flock(file.as_raw_fd(), libc::LOCK_EX);
+    }
+}
+
+#[cfg(not(unix))]
+fn lock_exclusive(_file: &File) {}
+
+/// Creates the queue directory (0700) if it does not exist, and refuses one that is a
+/// symbolic link or belongs to another user.
+pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(_) => check_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = fs::DirBuilder::new();
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            b.create(dir).map_err(|e| Error::io(dir, e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(dir, e))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+pub(crate) fn check_dir(dir: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
+    if meta.file_type().is_symlink() {
+        return Err(Kind::Refused(format!("{} is a symbolic link; refusing to keep telemetry through it", dir.display())).into());
+    }
+    if !meta.is_dir() {
+        return Err(Kind::Refused(format!("{} is not a directory", dir.display())).into());
+    }
+    check_owner(dir, &meta)
+}
+
+fn check_file(path: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.file_type().is_symlink() {
+        return Err(Kind::Refused(format!("{} is a symbolic link; refusing to write through it", path.display())).into());
+    }
+    check_owner(path, &meta)
+}
+
+#[cfg(unix)]
+fn check_owner(path: &Path, meta: &fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(Kind::Refused(format!(
+            "{} belongs to another user (uid {}); refusing to use it",
+            path.display(),
+            meta.uid()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_owner(_path: &Path, _meta: &fs::Metadata) -> Result<()> {
+    Ok(())
+}
+
+fn create_file(path: &Path) -> Result<()> {
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_file(path),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(q: &mut Queue, n: usize, size: usize) -> u64 {
+        let payload = "x".repeat(size);
+        let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+        let evs: Vec<NewEvent<'_>> =
+            ids.iter().map(|id| NewEvent { id, event: "e", created_at: now_ms(), payload: &payload }).collect();
+        q.enqueue(&evs, 5, 1000).unwrap()
+    }
+
+    #[test]
+    fn caps_evict_oldest_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(dir.path(), Duration::from_millis(100)).unwrap();
+        put(&mut q, 3, 10);
+        let first = q.list(10).unwrap();
+        assert_eq!(put(&mut q, 4, 10), 2);
+        let after = q.list(10).unwrap();
+        assert_eq!(after.len(), 5);
+        assert_eq!(after[0].id, first[2].id);
+        // Bytes cap: 5 events of 300 bytes exceed 1000, so only 3 remain.
+        assert_eq!(put(&mut q, 5, 300), 7);
+        let s = q.stats().unwrap();
+        assert_eq!((s.events, s.bytes), (3, 900));
+        assert_eq!(s.dropped["cap"], 9);
+    }
+
+    #[test]
+    fn lease_is_exclusive_until_holder_dies_or_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(dir.path(), Duration::from_millis(100)).unwrap();
+        let a = Holder { pid: 1, started: 0, host: "h".into(), token: "a".into() };
+        let b = Holder { token: "b".into(), ..a.clone() };
+        let far = now_ms() + 60_000;
+        assert_eq!(q.take_lease(&a, far, |_| true).unwrap(), Ok(()));
+        assert_eq!(q.take_lease(&b, far, |_| true).unwrap(), Err(1));
+        assert_eq!(q.take_lease(&b, far, |_| false).unwrap(), Ok(()));
+        assert!(!q.renew_lease("a", far).unwrap());
+        q.release_lease("b").unwrap();
+        assert_eq!(q.take_lease(&a, now_ms() - 1, |_| true).unwrap(), Ok(()));
+        assert_eq!(q.take_lease(&b, far, |_| true).unwrap(), Ok(()), "expired lease is taken over");
+    }
+}

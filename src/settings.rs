@@ -1,0 +1,147 @@
+//! The app's persisted settings: a small human-readable `config.json` beside the queue.
+//!
+//! It holds the consent choice, the anonymous id, and what the host configured
+//! (endpoint, tool, limits), so that `spool` run later by hand acts exactly as the
+//! host did. It is always replaced atomically (temp file + rename), so a reader never
+//! sees half a file.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Kind, Result};
+use crate::limits::Limits;
+
+/// File name of the settings inside the queue directory.
+pub const SETTINGS_FILE: &str = "config.json";
+
+/// The contents of `config.json`. Unknown fields are kept as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// The consent choice: `false` after `spool disable`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub telemetry: Option<bool>,
+    /// Random per install; sent with every event.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub anonymous_id: Option<String>,
+    /// The collection endpoint the host configured.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub endpoint: Option<String>,
+    /// `name@version` of the host tool.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tool: Option<String>,
+    /// Limits the host configured in code.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub limits: Option<Limits>,
+    /// True once the host's first-use notice has been shown.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub notice_shown: bool,
+    /// Fields this version does not know, preserved on rewrite.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+impl Settings {
+    /// Path of the settings file in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(SETTINGS_FILE)
+    }
+
+    /// Reads the settings in `dir`; `Ok(None)` if there is no file yet. A file that is
+    /// not a JSON object of the expected shape is an error naming the file.
+    pub fn load(dir: &Path) -> Result<Option<Settings>> {
+        let path = Self::path(dir);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        Self::parse(&text)
+            .map(Some)
+            .map_err(|why| Kind::SettingsFile { path, why }.into())
+    }
+
+    /// Parses the text of a settings file.
+    pub fn parse(text: &str) -> std::result::Result<Settings, String> {
+        serde_json::from_str(text).map_err(|e| format!("not valid settings JSON ({e})"))
+    }
+
+    /// Writes the settings to `dir` atomically, mode 0600.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.write(dir, false).map(|_| ())
+    }
+
+    /// Writes the settings only if no file exists yet; returns false if one did. Used
+    /// for the first write so two processes starting at once agree on one anonymous id.
+    pub fn create(&self, dir: &Path) -> Result<bool> {
+        self.write(dir, true)
+    }
+
+    fn write(&self, dir: &Path, only_if_absent: bool) -> Result<bool> {
+        let path = Self::path(dir);
+        let mut text = serde_json::to_string_pretty(self).map_err(|e| Kind::SettingsFile {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        text.push('\n');
+        // NamedTempFile is created 0600 in the same directory, so the rename is atomic
+        // and the file is never readable by others, whatever the umask.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".config.")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(dir, e))?;
+        tmp.write_all(text.as_bytes()).map_err(|e| Error::io(tmp.path(), e))?;
+        tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
+        if only_if_absent {
+            match tmp.persist_noclobber(&path) {
+                Ok(_) => Ok(true),
+                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(Error::io(path, e.error)),
+            }
+        } else {
+            tmp.persist(&path).map_err(|e| Error::io(path, e.error))?;
+            Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_keeps_unknown_fields_and_is_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(Settings::path(dir.path()), r#"{"telemetry": false, "theme": "dark"}"#).unwrap();
+        let mut s = Settings::load(dir.path()).unwrap().unwrap();
+        assert_eq!(s.telemetry, Some(false));
+        s.anonymous_id = Some("abc".into());
+        s.save(dir.path()).unwrap();
+        let text = fs::read_to_string(Settings::path(dir.path())).unwrap();
+        assert!(text.contains("\"telemetry\": false"), "{text}");
+        assert!(text.contains("\"theme\": \"dark\""), "{text}");
+    }
+
+    #[test]
+    fn create_does_not_clobber() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Settings { anonymous_id: Some("a".into()), ..Default::default() };
+        let b = Settings { anonymous_id: Some("b".into()), ..Default::default() };
+        assert!(a.create(dir.path()).unwrap());
+        assert!(!b.create(dir.path()).unwrap());
+        assert_eq!(Settings::load(dir.path()).unwrap().unwrap().anonymous_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(Settings::path(dir.path()), "{not json").unwrap();
+        let err = Settings::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("config.json"), "{err}");
+        assert!(Settings::load(tempfile::tempdir().unwrap().path()).unwrap().is_none());
+    }
+}

@@ -1,0 +1,527 @@
+//! The host-facing handle: build a [`Spool`] for an app, record events, inspect and
+//! purge the queue, read and change consent.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::consent::{Consent, debug_mode};
+use crate::context::Context;
+use crate::error::{Error, Kind, Result};
+use crate::event::{Event, Payload, validate_name};
+use crate::limits::Limits;
+use crate::privacy::Scrubber;
+use crate::queue::{NewEvent, Queue, QueueStats, QueuedEvent, ensure_dir};
+use crate::settings::Settings;
+use crate::time::{now_ms, rfc3339_ms};
+
+/// How long recording waits for another process's write before giving up on the
+/// event: long enough to ride out a flusher's short transactions, short enough that
+/// a host never notices.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// What [`Spool::try_track`] did with an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// Queued under this id.
+    Queued(String),
+    /// Telemetry is off; nothing was written anywhere.
+    Disabled,
+    /// Debug mode: printed to stderr, not queued.
+    Printed,
+}
+
+/// Builds a [`Spool`]; see [`Spool::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SpoolBuilder {
+    app: String,
+    dir: Option<PathBuf>,
+    tool: Option<String>,
+    endpoint: Option<String>,
+    limits: Option<Limits>,
+    lock_timeout: Duration,
+}
+
+impl SpoolBuilder {
+    /// Keeps the queue and settings in `dir` instead of the app's config directory.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Names the host tool and its version, sent as `context.tool` = `name@version`.
+    pub fn tool(mut self, name: &str, version: &str) -> Self {
+        self.tool = Some(format!("{name}@{version}"));
+        self
+    }
+
+    /// The collection endpoint; persisted so `spool flush` by hand uses it too.
+    /// `SPOOL_ENDPOINT` overrides it.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// The limits; persisted beside the queue. Environment variables override them.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// How long recording may wait for the queue's write lock (default 200 ms).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Finishes the builder. Nothing is read or written until the first call that
+    /// needs it, so building is free and never fails.
+    pub fn build(self) -> Spool {
+        let dir = self
+            .dir
+            .or_else(|| std::env::var_os("SPOOL_DIR").filter(|d| !d.is_empty()).map(PathBuf::from))
+            .or_else(|| default_dir(&self.app));
+        Spool {
+            inner: Arc::new(Inner {
+                app: self.app,
+                dir,
+                tool: self.tool,
+                endpoint: self.endpoint,
+                limits: self.limits,
+                lock_timeout: self.lock_timeout,
+                state: Mutex::new(State::default()),
+                context: OnceLock::new(),
+                scrubber: OnceLock::new(),
+                session_id: uuid::Uuid::new_v4().to_string(),
+                failures: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// The config directory of `app` (`~/.config/<app>` on Linux).
+pub fn default_dir(app: &str) -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", app).map(|d| d.config_dir().to_path_buf())
+}
+
+/// A telemetry spool for one app: cheap to clone, safe to share between threads.
+///
+/// ```
+/// use eventspool::{Event, Spool};
+/// let dir = tempfile::tempdir().unwrap();
+/// let spool = Spool::builder("mytool").dir(dir.path()).tool("mytool", "1.2.3").build();
+/// spool.track(Event::new("cli_invoked").property("command", "build"));
+/// assert_eq!(spool.list(10).unwrap().len(), usize::from(spool.consent().enabled));
+/// ```
+#[derive(Clone)]
+pub struct Spool {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) app: String,
+    pub(crate) dir: Option<PathBuf>,
+    tool: Option<String>,
+    endpoint: Option<String>,
+    limits: Option<Limits>,
+    pub(crate) lock_timeout: Duration,
+    state: Mutex<State>,
+    context: OnceLock<Context>,
+    scrubber: OnceLock<Scrubber>,
+    session_id: String,
+    failures: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Option<Queue>,
+    settings: SettingsCache,
+    synced: bool,
+}
+
+/// `config.json` as last read, and the file stamp it was read at, so a choice made by
+/// `spool disable` in another terminal is seen by a long-running host.
+#[derive(Default)]
+struct SettingsCache {
+    stamp: Option<(SystemTime, u64)>,
+    loaded: bool,
+    value: Option<Settings>,
+    corrupt: bool,
+}
+
+/// Everything `spool status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The app name.
+    pub app: String,
+    /// Whether telemetry is on, and the rule that decided.
+    pub consent: Consent,
+    /// True if and only if debug mode prints events instead of queueing them.
+    pub debug: bool,
+    /// The queue directory.
+    pub dir: Option<PathBuf>,
+    /// The endpoint a flush would use, if one is configured.
+    pub endpoint: Option<String>,
+    /// Events that this process failed to record (swallowed errors).
+    pub failures: u64,
+    /// The queue's counts and counters.
+    #[serde(flatten)]
+    pub queue: QueueStats,
+}
+
+impl Spool {
+    /// Starts building a spool for `app`.
+    pub fn builder(app: impl Into<String>) -> SpoolBuilder {
+        SpoolBuilder {
+            app: app.into(),
+            dir: None,
+            tool: None,
+            endpoint: None,
+            limits: None,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+        }
+    }
+
+    /// The app name.
+    pub fn app(&self) -> &str {
+        &self.inner.app
+    }
+
+    /// The queue directory, or `None` if this machine has no home directory.
+    pub fn dir(&self) -> Option<&Path> {
+        self.inner.dir.as_deref()
+    }
+
+    /// Events this process failed to record because of an error (disk full, locked
+    /// queue, bad name, …). [`Spool::track`] swallows errors; this counts them.
+    pub fn failures(&self) -> u64 {
+        self.inner.failures.load(Ordering::Relaxed)
+    }
+
+    /// Whether telemetry is on and which rule decided; reads the environment and the
+    /// persisted choice, never writes.
+    pub fn consent(&self) -> Consent {
+        let persisted = self.with_state(|st, inner| Ok(inner.persisted_choice(st))).unwrap_or(Some(false));
+        Consent::from_env(&self.inner.app, persisted)
+    }
+
+    /// Records an event, fire-and-forget: never panics, never returns an error, and
+    /// waits at most the lock timeout. Failures are counted in [`Spool::failures`].
+    pub fn track(&self, event: Event) {
+        self.swallow(|| self.try_track(event).map(|_| ()));
+    }
+
+    /// Records several events in one transaction, fire-and-forget like [`Spool::track`].
+    pub fn track_batch(&self, events: Vec<Event>) {
+        self.swallow(|| self.try_track_batch(events).map(|_| ()));
+    }
+
+    fn swallow(&self, f: impl FnOnce() -> Result<()>) {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                log::debug!("eventspool: event not recorded: {e}");
+            }
+            Err(_) => {
+                self.inner.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records an event and says what happened, for callers that want to know.
+    pub fn try_track(&self, event: Event) -> Result<Recorded> {
+        let mut out = self.try_track_batch(vec![event])?;
+        Ok(out.pop().unwrap_or(Recorded::Disabled))
+    }
+
+    /// Records several events in one transaction; all or none are queued.
+    pub fn try_track_batch(&self, events: Vec<Event>) -> Result<Vec<Recorded>> {
+        for e in &events {
+            validate_name(e.name())?;
+        }
+        let inner = &self.inner;
+        self.with_state(|st, inner_ref| {
+            let persisted = inner_ref.persisted_choice(st);
+            if !Consent::from_env(&inner.app, persisted).enabled {
+                return Ok(vec![Recorded::Disabled; events.len()]);
+            }
+            let debug = debug_mode(&inner.app);
+            let limits = inner.effective_limits(st);
+            let anonymous_id = if debug {
+                st.settings.value.as_ref().and_then(|s| s.anonymous_id.clone()).unwrap_or_else(|| "debug".into())
+            } else {
+                inner.sync_settings(st)?
+            };
+            let now = now_ms();
+            let mut payloads = Vec::with_capacity(events.len());
+            for event in events {
+                let (name, props, raw_keys) = event.into_parts();
+                let properties = inner.scrub(props, &raw_keys);
+                let p = Payload {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    event: name,
+                    timestamp: rfc3339_ms(now),
+                    anonymous_id: anonymous_id.clone(),
+                    session_id: inner.session_id.clone(),
+                    context: inner.context().clone(),
+                    properties,
+                };
+                let json = serde_json::to_string(&p).map_err(|e| Kind::Properties(e.to_string()))?;
+                if json.len() as u64 > limits.max_event_bytes {
+                    return Err(Kind::EventTooLarge { size: json.len(), max: limits.max_event_bytes as usize }.into());
+                }
+                payloads.push((p.id, p.event, json));
+            }
+            if debug {
+                for (_, _, json) in &payloads {
+                    eprintln!("{json}");
+                }
+                return Ok(vec![Recorded::Printed; payloads.len()]);
+            }
+            let rows: Vec<NewEvent<'_>> = payloads
+                .iter()
+                .map(|(id, event, json)| NewEvent { id, event, created_at: now, payload: json })
+                .collect();
+            let queue = inner.queue(st)?;
+            if let Err(e) = queue.enqueue(&rows, limits.max_events, limits.max_bytes) {
+                // Reopen next time: if the file went bad, opening sets it aside.
+                st.queue = None;
+                return Err(e);
+            }
+            Ok(payloads.into_iter().map(|(id, _, _)| Recorded::Queued(id)).collect())
+        })
+    }
+
+    /// The oldest `limit` queued events, oldest first. Creates nothing.
+    pub fn list(&self, limit: usize) -> Result<Vec<QueuedEvent>> {
+        self.with_existing_queue(|q| q.list(limit)).map(Option::unwrap_or_default)
+    }
+
+    /// The queued event with this id (or unique id prefix).
+    pub fn get(&self, id: &str) -> Result<QueuedEvent> {
+        self.with_existing_queue(|q| q.get(id))?
+            .ok_or_else(|| Kind::UnknownId(id.to_string()).into())
+    }
+
+    /// Deletes every queued event; returns how many were removed. Creates nothing.
+    pub fn clear(&self) -> Result<u64> {
+        self.with_existing_queue(|q| q.clear()).map(|n| n.unwrap_or(0))
+    }
+
+    /// Consent, directory, endpoint and queue figures. Creates nothing.
+    pub fn status(&self) -> Result<Status> {
+        let queue = self.with_existing_queue(|q| q.stats())?.unwrap_or_default();
+        Ok(Status {
+            app: self.inner.app.clone(),
+            consent: self.consent(),
+            debug: debug_mode(&self.inner.app),
+            dir: self.inner.dir.clone(),
+            endpoint: self.endpoint(),
+            failures: self.failures(),
+            queue,
+        })
+    }
+
+    /// Persists the choice to send telemetry (`"telemetry": true`). Environment
+    /// opt-outs still win.
+    pub fn enable(&self) -> Result<()> {
+        self.set_choice(true).map(|_| ())
+    }
+
+    /// Persists the choice not to send telemetry and purges the queue; returns how
+    /// many queued events were purged.
+    pub fn disable(&self) -> Result<u64> {
+        self.set_choice(false)?;
+        self.clear()
+    }
+
+    fn set_choice(&self, on: bool) -> Result<()> {
+        self.with_state(|st, inner| {
+            let dir = inner.require_dir()?;
+            ensure_dir(dir)?;
+            let mut settings = Settings::load(dir)?.unwrap_or_default();
+            settings.telemetry = Some(on);
+            settings.save(dir)?;
+            st.settings = SettingsCache::default();
+            Ok(())
+        })
+    }
+
+    /// The endpoint a flush uses: `SPOOL_ENDPOINT`, else the one given in code, else
+    /// the persisted one.
+    pub fn endpoint(&self) -> Option<String> {
+        std::env::var("SPOOL_ENDPOINT")
+            .ok()
+            .filter(|e| !e.is_empty())
+            .or_else(|| self.inner.endpoint.clone())
+            .or_else(|| self.settings().and_then(|s| s.endpoint))
+    }
+
+    /// The limits in force: given in code, else persisted, else defaults; then the
+    /// environment overrides (a malformed variable is ignored with a debug log).
+    pub fn limits(&self) -> Limits {
+        self.with_state(|st, inner| Ok(inner.effective_limits(st))).unwrap_or_default()
+    }
+
+    /// The persisted settings as last read, if the file exists and is valid.
+    pub fn settings(&self) -> Option<Settings> {
+        self.with_state(|st, inner| {
+            inner.refresh_settings(st);
+            Ok(st.settings.value.clone())
+        })
+        .ok()
+        .flatten()
+    }
+
+    /// Rewrites the persisted settings with `f` applied (creating the file if needed).
+    pub fn update_settings(&self, f: impl FnOnce(&mut Settings)) -> Result<()> {
+        self.with_state(|st, inner| {
+            let dir = inner.require_dir()?;
+            ensure_dir(dir)?;
+            let mut settings = Settings::load(dir)?.unwrap_or_default();
+            f(&mut settings);
+            settings.save(dir)?;
+            st.settings = SettingsCache::default();
+            Ok(())
+        })
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut State, &Inner) -> Result<T>) -> Result<T> {
+        let mut guard = lock(&self.inner.state);
+        f(&mut guard, &self.inner)
+    }
+
+    pub(crate) fn with_existing_queue<T>(&self, f: impl FnOnce(&mut Queue) -> Result<T>) -> Result<Option<T>> {
+        self.with_state(|st, inner| {
+            if st.queue.is_none() {
+                let dir = inner.require_dir()?;
+                st.queue = Queue::open_existing(dir, inner.lock_timeout.max(Duration::from_secs(2)))?;
+            }
+            match st.queue.as_mut() {
+                Some(q) => f(q).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the state inconsistent in a way
+    // that matters (the queue is transactional), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    fn require_dir(&self) -> Result<&Path> {
+        self.dir
+            .as_deref()
+            .ok_or_else(|| Kind::Refused("no home directory: set SPOOL_DIR or pass --dir".into()).into())
+    }
+
+    fn context(&self) -> &Context {
+        self.context.get_or_init(|| Context::detect(&self.app, self.tool.clone()))
+    }
+
+    fn scrub(&self, mut props: Map<String, Value>, raw_keys: &std::collections::BTreeSet<String>) -> Map<String, Value> {
+        let scrubber = self.scrubber.get_or_init(Scrubber::for_current_user);
+        for (k, v) in props.iter_mut() {
+            if !raw_keys.contains(k) {
+                scrubber.scrub_value(k, v);
+            }
+        }
+        props
+    }
+
+    /// Re-reads `config.json` if its modification time or size changed.
+    fn refresh_settings(&self, st: &mut State) {
+        let Some(dir) = self.dir.as_deref() else { return };
+        let path = Settings::path(dir);
+        let stamp = std::fs::metadata(&path).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        if st.settings.loaded && stamp == st.settings.stamp {
+            return;
+        }
+        st.settings = match Settings::load(dir) {
+            Ok(value) => SettingsCache { stamp, loaded: true, value, corrupt: false },
+            Err(e) => {
+                log::debug!("eventspool: {e}; treating telemetry as disabled");
+                SettingsCache { stamp, loaded: true, value: None, corrupt: true }
+            }
+        };
+    }
+
+    /// The persisted consent choice; an unreadable settings file counts as "off", so
+    /// a damaged file never turns telemetry on against the user's wish.
+    fn persisted_choice(&self, st: &mut State) -> Option<bool> {
+        self.refresh_settings(st);
+        if st.settings.corrupt {
+            return Some(false);
+        }
+        st.settings.value.as_ref().and_then(|s| s.telemetry)
+    }
+
+    fn effective_limits(&self, st: &mut State) -> Limits {
+        self.refresh_settings(st);
+        self.limits
+            .clone()
+            .or_else(|| st.settings.value.as_ref().and_then(|s| s.limits.clone()))
+            .unwrap_or_default()
+            .with_env_lenient(|k| std::env::var(k).ok())
+    }
+
+    /// Makes sure `config.json` exists with an anonymous id and what the host
+    /// configured in code; returns the anonymous id. Runs its writes once per process.
+    fn sync_settings(&self, st: &mut State) -> Result<String> {
+        if st.synced {
+            if let Some(id) = st.settings.value.as_ref().and_then(|s| s.anonymous_id.clone()) {
+                return Ok(id);
+            }
+        }
+        let dir = self.require_dir()?;
+        ensure_dir(dir)?;
+        let current = Settings::load(dir)?;
+        let mut next = current.clone().unwrap_or_else(|| Settings { telemetry: Some(true), ..Settings::default() });
+        if next.anonymous_id.is_none() {
+            next.anonymous_id = Some(uuid::Uuid::new_v4().to_string());
+        }
+        if self.endpoint.is_some() {
+            next.endpoint.clone_from(&self.endpoint);
+        }
+        if self.tool.is_some() {
+            next.tool.clone_from(&self.tool);
+        }
+        if self.limits.is_some() {
+            next.limits.clone_from(&self.limits);
+        }
+        if current.is_none() {
+            // Two processes starting at once must agree on one anonymous id.
+            if !next.create(dir)? {
+                let mut theirs = Settings::load(dir)?.unwrap_or_default();
+                if theirs.anonymous_id.is_none() {
+                    theirs.anonymous_id = next.anonymous_id.clone();
+                    theirs.save(dir)?;
+                }
+                next = theirs;
+            }
+        } else if current.as_ref() != Some(&next) {
+            next.save(dir)?;
+        }
+        st.settings = SettingsCache::default();
+        self.refresh_settings(st);
+        st.synced = true;
+        next.anonymous_id.ok_or_else(|| Kind::Refused("settings have no anonymous id".into()).into())
+    }
+
+    fn queue<'s>(&self, st: &'s mut State) -> Result<&'s mut Queue> {
+        if st.queue.is_none() {
+            st.queue = Some(Queue::open(self.require_dir()?, self.lock_timeout)?);
+        }
+        st.queue.as_mut().ok_or_else(|| Error::from(Kind::Refused("queue not open".into())))
+    }
+}
