@@ -36,6 +36,7 @@
 //! limits ([`Limits`]), persisted settings ([`Settings`]), the handle ([`Spool`]).
 #![deny(missing_docs)]
 
+mod cli;
 mod consent;
 mod context;
 mod error;
@@ -47,6 +48,7 @@ mod settings;
 mod spool;
 mod time;
 
+pub use cli::{Cli, Command, Global, main as cli_main, report, spool_for, usage_error};
 pub use consent::{Consent, debug_mode, env_prefix, is_falsy, is_truthy};
 pub use context::{Context, machine_hash};
 pub use error::{Error, Result};

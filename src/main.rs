@@ -1,1 +1,5 @@
-fn main() {}
+//! The `spool` binary: all the work is in the library.
+
+fn main() -> std::process::ExitCode {
+    eventspool::cli_main()
+}

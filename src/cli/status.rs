@@ -1,0 +1,70 @@
+//! `spool status [--json]`
+
+use std::io::Write;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::{Spool, rfc3339_ms};
+
+/// Arguments of `spool status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) fn run(spool: &Spool, args: StatusArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    super::check_env_limits()?;
+    let s = spool.status()?;
+    let q = &s.queue;
+    let time = |ms: Option<i64>| ms.map(rfc3339_ms);
+    if args.json {
+        let v = json!({
+            "app": s.app,
+            "enabled": s.consent.enabled,
+            "reason": s.consent.reason,
+            "debug": s.debug,
+            "dir": s.dir,
+            "endpoint": s.endpoint,
+            "queued": q.events,
+            "bytes": q.bytes,
+            "oldest": time(q.oldest),
+            "sent": q.sent,
+            "dropped": q.dropped,
+            "not_before": time(q.not_before),
+            "last_flush": q.last_flush,
+            "failures": s.failures,
+        });
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    let on = if s.consent.enabled { "enabled" } else { "disabled" };
+    writeln!(out, "telemetry:  {on} ({})", s.consent.reason)?;
+    if s.debug {
+        writeln!(out, "debug:      on (events are printed to stderr, not queued)")?;
+    }
+    writeln!(out, "app:        {}", s.app)?;
+    writeln!(out, "dir:        {}", s.dir.as_ref().map_or("(no home directory)".into(), |d| d.display().to_string()))?;
+    writeln!(out, "endpoint:   {}", s.endpoint.as_deref().unwrap_or("(none)"))?;
+    writeln!(out, "queued:     {} events, {} bytes", q.events, q.bytes)?;
+    writeln!(out, "oldest:     {}", time(q.oldest).unwrap_or_else(|| "-".into()))?;
+    writeln!(out, "sent:       {}", q.sent)?;
+    let dropped: Vec<String> = q.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    writeln!(out, "dropped:    {}", if dropped.is_empty() { "none".into() } else { dropped.join(", ") })?;
+    if let Some(nb) = q.not_before.filter(|t| *t > crate::now_ms()) {
+        writeln!(out, "backoff:    no delivery before {}", rfc3339_ms(nb))?;
+    }
+    match &q.last_flush {
+        Some(f) => writeln!(out, "last flush: {}", summarize_flush(f))?,
+        None => writeln!(out, "last flush: never")?,
+    }
+    Ok(())
+}
+
+fn summarize_flush(f: &serde_json::Value) -> String {
+    let at = f.get("finished_at").and_then(|v| v.as_str()).unwrap_or("?");
+    let n = |k: &str| f.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    format!("{at}: sent {}, dropped {}, retried {}, remaining {}", n("sent"), n("dropped_total"), n("retried"), n("remaining"))
+}
