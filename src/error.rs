@@ -19,8 +19,6 @@ pub(crate) enum Kind {
     Properties(String),
     #[error("event is {size} bytes serialized, over the {max}-byte limit")]
     EventTooLarge { size: usize, max: usize },
-    #[error("telemetry is disabled ({0})")]
-    Disabled(String),
     #[error("invalid value {value:?} for {name}: {why}")]
     Setting { name: String, value: String, why: String },
     #[error("invalid endpoint {url:?}: {why}")]
@@ -37,8 +35,6 @@ pub(crate) enum Kind {
     Io { path: PathBuf, source: std::io::Error },
     #[error("settings file {path}: {why}")]
     SettingsFile { path: PathBuf, why: String },
-    #[error("another flusher holds the queue's lease (pid {0})")]
-    Busy(u32),
     #[error("could not start the flush: {0}")]
     Runtime(String),
 }
@@ -60,17 +56,10 @@ impl Error {
         )
     }
 
-    /// Returns true if and only if the operation was skipped because telemetry is
-    /// switched off (see [`crate::Consent`]).
-    pub fn is_disabled(&self) -> bool {
-        matches!(self.0, Kind::Disabled(_))
-    }
-
-    /// Returns true if and only if a later attempt may succeed: the queue was busy,
-    /// another flusher held the lease, or the disk refused a write.
+    /// Returns true if and only if a later attempt may succeed: another process held
+    /// the queue's write lock for longer than the lock timeout.
     pub fn is_transient(&self) -> bool {
         match &self.0 {
-            Kind::Busy(_) => true,
             Kind::Queue { source, .. } => matches!(
                 source.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)

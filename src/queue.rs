@@ -161,11 +161,6 @@ impl Queue {
         Ok(Queue { conn, path: path.to_path_buf() })
     }
 
-    /// Path of the queue file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn err(&self, e: rusqlite::Error) -> Error {
         Error::queue(&self.path, e)
     }
@@ -303,18 +298,6 @@ impl Queue {
         r.map(|_| ()).map_err(|e| self.err(e))
     }
 
-    /// Adds `n` to a counter.
-    pub fn count(&self, name: &str, n: u64) -> Result<()> {
-        if n == 0 {
-            return Ok(());
-        }
-        self.conn
-            .prepare_cached(ADD_COUNTER)
-            .and_then(|mut s| s.execute(params![name, n as i64]))
-            .map(|_| ())
-            .map_err(|e| self.err(e))
-    }
-
     /// Up to `limit` events whose backoff has passed at `now`, oldest first.
     pub fn due(&self, now: i64, limit: usize) -> Result<Vec<Pending>> {
         let run = || -> rusqlite::Result<Vec<Pending>> {
@@ -422,6 +405,16 @@ impl Queue {
             Ok(Ok(()))
         };
         run(&mut self.conn).map_err(|e| Error::queue(path, e))
+    }
+
+    /// The current lease holder and its expiry, if any.
+    pub fn lease_holder(&self) -> Result<Option<(Holder, i64)>> {
+        self.conn
+            .query_row("SELECT pid, started, host, token, expires_at FROM lease WHERE id = 0", [], |r| {
+                Ok((Holder { pid: r.get(0)?, started: r.get(1)?, host: r.get(2)?, token: r.get(3)? }, r.get(4)?))
+            })
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     /// Extends the lease held by `token`; returns false if it is no longer ours.

@@ -13,7 +13,9 @@ use crate::Spool;
 
 mod clear;
 mod consent;
+mod flush;
 mod list;
+mod serve;
 mod show;
 mod status;
 mod track;
@@ -55,6 +57,10 @@ pub enum Command {
     Clear,
     /// Whether telemetry is on and why, where the queue is, what it holds
     Status(status::StatusArgs),
+    /// Send queued events to the endpoint now
+    Flush(flush::FlushArgs),
+    /// Run a local development endpoint that prints and saves what it receives
+    Serve(serve::ServeArgs),
     /// Turn telemetry on (persisted)
     Enable,
     /// Turn telemetry off (persisted) and purge the queue
@@ -71,6 +77,8 @@ impl Command {
             Command::Show(args) => show::run(spool, args, out),
             Command::Clear => clear::run(spool, out),
             Command::Status(args) => status::run(spool, args, out),
+            Command::Flush(args) => flush::run(spool, args, out),
+            Command::Serve(args) => serve::run(args),
             Command::Enable => consent::enable(spool, out),
             Command::Disable => consent::disable(spool, out),
         }
@@ -89,12 +97,14 @@ pub fn spool_for(global: &Global) -> Spool {
 /// The `spool` binary: parses arguments, runs, prints errors as one line, and
 /// returns the exit code (0 ok, 1 failed, 2 bad usage).
 pub fn main() -> ExitCode {
+    crate::detached_flush_hook();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
     let spool = spool_for(&cli.global);
-    let mut stdout = std::io::stdout().lock();
+    // Not locked for the whole run: `spool serve` prints from worker threads.
+    let mut stdout = std::io::stdout();
     report(cli.command.run(&spool, &mut stdout))
 }
 

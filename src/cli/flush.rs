@@ -1,0 +1,95 @@
+//! `spool flush [--endpoint URL] [--timeout DURATION] [--detach]`
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::{FlushEnd, FlushOptions, Spool, parse_duration};
+
+/// Arguments of `spool flush`.
+#[derive(Debug, Clone, Args)]
+pub struct FlushArgs {
+    /// Collection endpoint (https://, or http:// to a loopback host); default: SPOOL_ENDPOINT, then the persisted one
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Give up after this long, e.g. 60s or 500ms
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub timeout: String,
+    /// Hand the flush to a background process and return at once (prints its pid)
+    #[arg(long)]
+    pub detach: bool,
+}
+
+pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    super::check_env_limits()?;
+    let deadline = parse_duration("--timeout", &args.timeout)?;
+    let endpoint = args.endpoint.or_else(|| spool.endpoint());
+    if let Some(url) = &endpoint {
+        crate::check_endpoint(url)?;
+    }
+    if args.detach {
+        return detach(spool, endpoint, deadline, out);
+    }
+    let bar = progress_bar();
+    let opts = FlushOptions {
+        endpoint,
+        deadline,
+        progress: bar.clone().map(|b| {
+            Arc::new(move |done: u64, total: u64| {
+                b.set_length(total);
+                b.set_position(done);
+            }) as crate::Progress
+        }),
+    };
+    let report = spool.flush_blocking(opts).context("flush failed")?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let dropped: Vec<String> = report.dropped.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    let dropped = if dropped.is_empty() { "0".to_string() } else { format!("{} ({})", report.dropped_total(), dropped.join(", ")) };
+    match &report.end {
+        FlushEnd::Disabled { reason } => writeln!(out, "Telemetry is disabled ({reason}); nothing sent.")?,
+        FlushEnd::Busy { pid } => writeln!(out, "Another flush (pid {pid}) holds the queue; nothing sent.")?,
+        end => {
+            writeln!(out, "sent {}, dropped {dropped}, remaining {}", report.sent, report.remaining)?;
+            match end {
+                FlushEnd::BackingOff { until } => writeln!(out, "The endpoint is backing off: next attempt after {until}.")?,
+                FlushEnd::Deadline => writeln!(out, "Stopped at the {} deadline; run again to continue.", args.timeout)?,
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn detach(spool: &Spool, endpoint: Option<String>, lifetime: Duration, out: &mut dyn Write) -> anyhow::Result<()> {
+    let spool = match endpoint {
+        Some(url) => {
+            let mut b = Spool::builder(spool.app()).endpoint(url);
+            if let Some(d) = spool.dir() {
+                b = b.dir(d);
+            }
+            b.build()
+        }
+        None => spool.clone(),
+    };
+    match spool.flush_detached(lifetime)? {
+        Some(pid) => writeln!(out, "Flushing in the background (pid {pid}).")?,
+        None => writeln!(out, "Nothing to flush in the background.")?,
+    }
+    Ok(())
+}
+
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {msg}") {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
