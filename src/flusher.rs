@@ -135,10 +135,8 @@ impl Spool {
             return Ok(r);
         }
         let mut run = Round { queue, limits, url, token: me.token, report: FlushReport::new(FlushEnd::Drained), total: 0 };
-        let result = run.go(deadline, hold, opts.progress.as_ref(), &self.inner.app).await;
-        // Always give the lease back and record the outcome, even after an error.
-        let _ = run.queue.release_lease(&run.token);
-        result?;
+        // The lease is given back when `run` drops, also if this future is abandoned.
+        run.go(deadline, hold, opts.progress.as_ref(), &self.inner.app).await?;
         run.report.remaining = run.queue.stats()?.events;
         let mut summary = serde_json::to_value(&run.report).unwrap_or_default();
         if let Some(obj) = summary.as_object_mut() {
@@ -146,7 +144,7 @@ impl Spool {
             obj.insert("dropped_total".into(), run.report.dropped_total().into());
         }
         run.queue.set_state("last_flush", Some(&summary.to_string()))?;
-        Ok(run.report)
+        Ok(std::mem::replace(&mut run.report, FlushReport::new(FlushEnd::Drained)))
     }
 
     /// [`Spool::flush`] for code without an async runtime: runs on its own thread and
@@ -174,6 +172,12 @@ struct Round {
     token: String,
     report: FlushReport,
     total: u64,
+}
+
+impl Drop for Round {
+    fn drop(&mut self) {
+        let _ = self.queue.release_lease(&self.token);
+    }
 }
 
 impl Round {

@@ -113,10 +113,12 @@ impl Queue {
 
     /// Opens the queue in `dir` if its file exists; never creates anything.
     pub fn open_existing(dir: &Path, busy: Duration) -> Result<Option<Queue>> {
+        if fs::symlink_metadata(dir).is_ok() {
+            check_dir(dir)?;
+        }
         let path = dir.join(QUEUE_FILE);
         match fs::symlink_metadata(&path) {
             Ok(_) => {
-                check_dir(dir)?;
                 check_file(&path)?;
                 Self::open_file(path, busy).map(Some)
             }

@@ -87,7 +87,9 @@ impl Command {
 
 /// Builds the spool the global options name.
 pub fn spool_for(global: &Global) -> Spool {
-    let mut b = Spool::builder(&global.app);
+    // A person or script waiting on `spool` can afford a longer wait for the write
+    // lock than a host's hot path.
+    let mut b = Spool::builder(&global.app).lock_timeout(std::time::Duration::from_secs(5));
     if let Some(dir) = &global.dir {
         b = b.dir(dir);
     }

@@ -1,0 +1,17 @@
+//! Integration tests: real SQLite files in temp dirs, the real `spool` binary, real
+//! loopback HTTP servers answering with real faults, real processes killed with SIGKILL.
+//!
+//! Index:
+//! - `recording`: track → list → show → clear through the binary; bad input; privacy canary
+//! - `consent`: every opt-out rule leaves no file behind; debug mode
+//! - `queue_storage`: caps, permissions, corrupt-file recovery, concurrent writers
+//! - `delivery`: batches, retries, `Retry-After`, drops, splitting, timeouts, expiry, endpoints
+//! - `flushers`: the lease under SIGKILL and concurrency, background and detached flushers
+
+mod util;
+
+mod consent;
+mod delivery;
+mod flushers;
+mod queue_storage;
+mod recording;
