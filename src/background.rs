@@ -58,7 +58,10 @@ impl Spool {
         let (done_tx, done_rx) = mpsc::channel();
         if !self.consent().enabled {
             let _ = done_tx.send(());
-            return BackgroundFlusher { stop: Some(stop_tx), done: done_rx };
+            return BackgroundFlusher {
+                stop: Some(stop_tx),
+                done: done_rx,
+            };
         }
         let spool = self.clone();
         let started = std::thread::Builder::new().name("eventspool-flush".into()).spawn(move || {
@@ -90,7 +93,10 @@ impl Spool {
         if started.is_err() {
             log::debug!("eventspool: could not start the background flusher thread");
         }
-        BackgroundFlusher { stop: Some(stop_tx), done: done_rx }
+        BackgroundFlusher {
+            stop: Some(stop_tx),
+            done: done_rx,
+        }
     }
 
     /// Hands the flush to a detached child process (this executable, re-run) so the
@@ -105,20 +111,33 @@ impl Spool {
             return Ok(None);
         }
         if !HOOK_INSTALLED.load(Ordering::Relaxed) {
-            return Err(Kind::Refused("call eventspool::detached_flush_hook() at the start of main before flush_detached".into()).into());
+            return Err(Kind::Refused(
+                "call eventspool::detached_flush_hook() at the start of main before flush_detached"
+                    .into(),
+            )
+            .into());
         }
-        let Some(endpoint) = self.endpoint() else { return Ok(None) };
+        let Some(endpoint) = self.endpoint() else {
+            return Ok(None);
+        };
         crate::delivery::check_endpoint(&endpoint)?;
-        let Some(dir) = self.dir() else { return Ok(None) };
+        let Some(dir) = self.dir() else {
+            return Ok(None);
+        };
         // Cheap checks first, so a host run during an outage or with an empty queue
         // does not start a process each time.
-        let Some(queue) = Queue::open_existing(dir, self.inner.lock_timeout)? else { return Ok(None) };
+        let Some(queue) = Queue::open_existing(dir, self.inner.lock_timeout)? else {
+            return Ok(None);
+        };
         let stats = queue.stats()?;
         let now = now_ms();
         if stats.events == 0 || stats.not_before.is_some_and(|t| t > now) {
             return Ok(None);
         }
-        if queue.lease_holder()?.is_some_and(|(h, until)| until > now && crate::lease::alive(&h)) {
+        if queue
+            .lease_holder()?
+            .is_some_and(|(h, until)| until > now && crate::lease::alive(&h))
+        {
             return Ok(None);
         }
         drop(queue);
@@ -130,16 +149,21 @@ impl Spool {
         };
         let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
         let mut cmd = std::process::Command::new(&exe);
-        cmd.env(DETACHED_ENV, serde_json::to_string(&spec).unwrap_or_default())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        cmd.env(
+            DETACHED_ENV,
+            serde_json::to_string(&spec).unwrap_or_default(),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd.spawn().map_err(|e| Error::io(exe, e))?;
         let pid = child.id();
         // Reap it if the host outlives it, so no zombie is left behind.
-        let _ = std::thread::Builder::new().name("eventspool-reap".into()).spawn(move || child.wait());
+        let _ = std::thread::Builder::new()
+            .name("eventspool-reap".into())
+            .spawn(move || child.wait());
         Ok(Some(pid))
     }
 }
@@ -157,20 +181,25 @@ struct ChildSpec {
 /// detached child it flushes and exits the process, never returning.
 ///
 /// ```no_run
-/// fn main() {
-///     eventspool::detached_flush_hook();
-///     // … the host's own work …
-/// }
+/// // First line of the host's `main`:
+/// eventspool::detached_flush_hook();
+/// // … the host's own work …
 /// ```
 pub fn detached_flush_hook() {
     HOOK_INSTALLED.store(true, Ordering::Relaxed);
-    let Ok(text) = std::env::var(DETACHED_ENV) else { return };
+    let Ok(text) = std::env::var(DETACHED_ENV) else {
+        return;
+    };
     // Whatever happens, the child never runs the host's own main.
     if let Ok(spec) = serde_json::from_str::<ChildSpec>(&text) {
         let lifetime = Duration::from_millis(spec.lifetime_ms.clamp(100, 600_000));
         arm_lifetime_limit(lifetime);
         let spool = Spool::builder(spec.app).dir(spec.dir).build();
-        let opts = FlushOptions { endpoint: Some(spec.endpoint), deadline: lifetime, progress: None };
+        let opts = FlushOptions {
+            endpoint: Some(spec.endpoint),
+            deadline: lifetime,
+            progress: None,
+        };
         let _ = spool.flush_blocking(opts);
     }
     std::process::exit(0);

@@ -36,24 +36,43 @@ impl Collector {
         let file = match out {
             Some(path) => {
                 if let Ok(f) = File::open(path) {
-                    for line in std::io::BufReader::new(f).lines().map_while(std::result::Result::ok) {
-                        if let Some(id) = serde_json::from_str::<Value>(&line).ok().and_then(|v| v["id"].as_str().map(str::to_string)) {
+                    for line in std::io::BufReader::new(f)
+                        .lines()
+                        .map_while(std::result::Result::ok)
+                    {
+                        if let Some(id) = serde_json::from_str::<Value>(&line)
+                            .ok()
+                            .and_then(|v| v["id"].as_str().map(str::to_string))
+                        {
                             seen.insert(id);
                         }
                     }
                 }
-                Some(OpenOptions::new().create(true).append(true).open(path).map_err(|e| Error::io(path, e))?)
+                Some(
+                    OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|e| Error::io(path, e))?,
+                )
             }
             None => None,
         };
-        Ok(Collector { seen: Mutex::new(seen), out: Mutex::new(file), print })
+        Ok(Collector {
+            seen: Mutex::new(seen),
+            out: Mutex::new(file),
+            print,
+        })
     }
 
     /// Handles one request body; returns (status, response JSON).
     pub fn receive(&self, body: &[u8], gzipped: bool) -> (u16, Value) {
         let raw = if gzipped {
             let mut out = Vec::new();
-            match flate2::read::GzDecoder::new(body).take(MAX_BODY as u64 * 4).read_to_end(&mut out) {
+            match flate2::read::GzDecoder::new(body)
+                .take(MAX_BODY as u64 * 4)
+                .read_to_end(&mut out)
+            {
                 Ok(_) => out,
                 Err(e) => return (400, json!({"error": format!("bad gzip body: {e}")})),
             }
@@ -65,19 +84,30 @@ impl Collector {
             Err(e) => return (400, json!({"error": format!("body is not JSON: {e}")})),
         };
         let events = match value {
-            Value::Object(mut o) if o.get("batch").is_some_and(Value::is_array) => match o.remove("batch") {
-                Some(Value::Array(a)) => a,
-                _ => Vec::new(),
-            },
+            Value::Object(mut o) if o.get("batch").is_some_and(Value::is_array) => {
+                match o.remove("batch") {
+                    Some(Value::Array(a)) => a,
+                    _ => Vec::new(),
+                }
+            }
             v @ Value::Object(_) => vec![v],
-            _ => return (400, json!({"error": "expected an event object or {\"batch\": [...]}"})),
+            _ => {
+                return (
+                    400,
+                    json!({"error": "expected an event object or {\"batch\": [...]}"}),
+                );
+            }
         };
         let (mut accepted, mut duplicates) = (0, 0);
         for ev in events {
             let Some(id) = ev.get("id").and_then(Value::as_str).map(str::to_string) else {
                 return (400, json!({"error": "an event has no string \"id\""}));
             };
-            let new = self.seen.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+            let new = self
+                .seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id);
             if !new {
                 duplicates += 1;
                 continue;
@@ -111,11 +141,17 @@ pub async fn serve(listener: TcpListener, collector: Arc<Collector>) -> std::io:
     }
 }
 
-async fn handle(req: Request<Incoming>, collector: Arc<Collector>) -> std::result::Result<Response<Full<Bytes>>, hyper::Error> {
+async fn handle(
+    req: Request<Incoming>,
+    collector: Arc<Collector>,
+) -> std::result::Result<Response<Full<Bytes>>, hyper::Error> {
     let respond = |status: u16, v: Value| {
         let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
         *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        r.headers_mut().insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
         r
     };
     if req.method() != hyper::Method::POST {
@@ -143,11 +179,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("events.jsonl");
         let c = Collector::new(Some(&out), false).unwrap();
-        assert_eq!(c.receive(br#"{"id":"a","event":"x"}"#, false).1["accepted"], 1);
+        assert_eq!(
+            c.receive(br#"{"id":"a","event":"x"}"#, false).1["accepted"],
+            1
+        );
         let batch = br#"{"batch":[{"id":"a"},{"id":"b"}],"sent_at":"t"}"#;
         let gz = crate::delivery::gzip(batch).unwrap();
         let (status, v) = c.receive(&gz, true);
-        assert_eq!((status, v["accepted"].as_u64(), v["duplicates"].as_u64()), (200, Some(1), Some(1)));
+        assert_eq!(
+            (status, v["accepted"].as_u64(), v["duplicates"].as_u64()),
+            (200, Some(1), Some(1))
+        );
         assert_eq!(c.receive(b"nope", false).0, 400);
         assert_eq!(c.receive(b"[1]", false).0, 400);
         assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);

@@ -5,13 +5,19 @@ use serde::Serialize;
 /// Returns true if and only if `value` is one of `1`, `true`, `yes`, `on` (any case,
 /// surrounding blanks ignored).
 pub fn is_truthy(value: &str) -> bool {
-    matches!(value.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 /// Returns true if and only if `value` is one of `0`, `false`, `no`, `off` (any case,
 /// surrounding blanks ignored).
 pub fn is_falsy(value: &str) -> bool {
-    matches!(value.trim().to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off")
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "0" | "false" | "no" | "off"
+    )
 }
 
 /// The prefix of an app's environment variables: the app name upper-cased with every
@@ -22,7 +28,13 @@ pub fn is_falsy(value: &str) -> bool {
 /// ```
 pub fn env_prefix(app: &str) -> String {
     app.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -44,11 +56,18 @@ impl Consent {
     /// `persisted` is `None` when nothing is persisted; a settings file that
     /// cannot be read is passed as `Some(false)` by the caller, so a broken file
     /// never turns telemetry on against a user's choice.
-    pub fn decide(app: &str, env: impl Fn(&str) -> Option<String>, persisted: Option<bool>) -> Self {
+    pub fn decide(
+        app: &str,
+        env: impl Fn(&str) -> Option<String>,
+        persisted: Option<bool>,
+    ) -> Self {
         let prefix = env_prefix(app);
         let disabled_var = format!("{prefix}_TELEMETRY_DISABLED");
         let telemetry_var = format!("{prefix}_TELEMETRY");
-        let off = |reason: String| Consent { enabled: false, reason };
+        let off = |reason: String| Consent {
+            enabled: false,
+            reason,
+        };
         if let Some(v) = env(&disabled_var).filter(|v| is_truthy(v)) {
             return off(format!("{disabled_var}={v} is set"));
         }
@@ -60,8 +79,14 @@ impl Consent {
         }
         match persisted {
             Some(false) => off("disabled by the persisted choice (`spool disable`)".into()),
-            Some(true) => Consent { enabled: true, reason: "enabled by the persisted choice".into() },
-            None => Consent { enabled: true, reason: "default (no opt-out found)".into() },
+            Some(true) => Consent {
+                enabled: true,
+                reason: "enabled by the persisted choice".into(),
+            },
+            None => Consent {
+                enabled: true,
+                reason: "default (no opt-out found)".into(),
+            },
         }
     }
 
@@ -85,7 +110,15 @@ mod tests {
     use super::*;
 
     fn decide(vars: &[(&str, &str)], persisted: Option<bool>) -> Consent {
-        Consent::decide("my-app", |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()), persisted)
+        Consent::decide(
+            "my-app",
+            |k| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            },
+            persisted,
+        )
     }
 
     #[test]

@@ -38,8 +38,9 @@ impl Context {
             machine_hash: machine_hash(app, &hostname),
             docker: in_container(),
             ci: in_ci(|k| {
-                std::env::var_os(k)
-                    .is_some_and(|v| !v.is_empty() && !crate::consent::is_falsy(&v.to_string_lossy()))
+                std::env::var_os(k).is_some_and(|v| {
+                    !v.is_empty() && !crate::consent::is_falsy(&v.to_string_lossy())
+                })
             }),
         }
     }
@@ -73,7 +74,9 @@ fn os_release() -> String {
     unsafe {
         let mut u: libc::utsname = std::mem::zeroed();
         if libc::uname(&mut u) == 0 {
-            std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
+            std::ffi::CStr::from_ptr(u.release.as_ptr())
+                .to_string_lossy()
+                .into_owned()
         } else {
             String::new()
         }
@@ -86,14 +89,19 @@ fn os_release() -> String {
 }
 
 fn in_container() -> bool {
-    if std::path::Path::new("/.dockerenv").exists() || std::path::Path::new("/run/.containerenv").exists() {
+    if std::path::Path::new("/.dockerenv").exists()
+        || std::path::Path::new("/run/.containerenv").exists()
+    {
         return true;
     }
     if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
         return true;
     }
-    std::fs::read_to_string("/proc/1/cgroup")
-        .is_ok_and(|s| ["docker", "containerd", "kubepods", "libpod"].iter().any(|m| s.contains(m)))
+    std::fs::read_to_string("/proc/1/cgroup").is_ok_and(|s| {
+        ["docker", "containerd", "kubepods", "libpod"]
+            .iter()
+            .any(|m| s.contains(m))
+    })
 }
 
 /// Returns true if and only if one of the variables CI systems set is present.
@@ -127,7 +135,10 @@ mod tests {
         let a = machine_hash("app", "host");
         assert_eq!(a, machine_hash("app", "host"));
         assert_eq!(a.len(), 64);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         assert_ne!(a, machine_hash("app2", "host"));
         assert_ne!(a, machine_hash("app", "host2"));
         // RFC 4231-style check against an independent computation: HMAC(key="key", msg="The quick brown fox jumps over the lazy dog")

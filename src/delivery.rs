@@ -25,7 +25,10 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// assert!(eventspool::check_endpoint("http://t.example.com/e").is_err());
 /// ```
 pub fn check_endpoint(url: &str) -> Result<Url> {
-    let bad = |why: &str| Kind::Endpoint { url: url.to_string(), why: why.to_string() };
+    let bad = |why: &str| Kind::Endpoint {
+        url: url.to_string(),
+        why: why.to_string(),
+    };
     let parsed = Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     if parsed.cannot_be_a_base() || parsed.host().is_none() {
         return Err(bad("expected an absolute http(s) URL with a host").into());
@@ -124,7 +127,10 @@ pub fn body(payloads: &[&str], bare: bool, sent_at: &str) -> String {
 /// Gzips `data` at a fast level: telemetry bodies are repetitive JSON, so even the
 /// fastest level shrinks them several-fold.
 pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4),
+        flate2::Compression::fast(),
+    );
     enc.write_all(data)?;
     enc.finish()
 }
@@ -135,10 +141,26 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        for ok in ["https://x.example/e", "http://localhost:1/e", "http://127.0.0.9/", "http://[::1]:8080/e", "HTTPS://X.EXAMPLE"] {
+        for ok in [
+            "https://x.example/e",
+            "http://localhost:1/e",
+            "http://127.0.0.9/",
+            "http://[::1]:8080/e",
+            "HTTPS://X.EXAMPLE",
+        ] {
             assert!(check_endpoint(ok).is_ok(), "{ok}");
         }
-        for bad in ["http://example.com/e", "http://10.0.0.1/", "ftp://x/", "not a url", "", "https://", "file:///etc/passwd", "http://localhost.evil.com/", "mailto:a@b"] {
+        for bad in [
+            "http://example.com/e",
+            "http://10.0.0.1/",
+            "ftp://x/",
+            "not a url",
+            "",
+            "https://",
+            "file:///etc/passwd",
+            "http://localhost.evil.com/",
+            "mailto:a@b",
+        ] {
             assert!(check_endpoint(bad).is_err(), "{bad}");
         }
     }
@@ -152,7 +174,10 @@ mod tests {
         assert_eq!(classify(404, None, now), Outcome::Rejected);
         assert_eq!(classify(413, None, now), Outcome::TooLarge);
         assert_eq!(classify(408, None, now), Outcome::Retry(None));
-        assert_eq!(classify(429, Some("7"), now), Outcome::Retry(Some(Duration::from_secs(7))));
+        assert_eq!(
+            classify(429, Some("7"), now),
+            Outcome::Retry(Some(Duration::from_secs(7)))
+        );
         assert_eq!(classify(503, Some("x"), now), Outcome::Retry(None));
         assert_eq!(classify(500, None, now), Outcome::Retry(None));
         assert_eq!(classify(302, None, now), Outcome::Retry(None));
@@ -161,13 +186,22 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after(" 30 ", now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(" 30 ", now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(90)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(90))
+        );
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(Duration::from_secs(u64::MAX)));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
         for junk in ["", "-5", "1.5", "tomorrow", "Fri, 99 Foo 2024"] {
             assert_eq!(parse_retry_after(junk, now), None, "{junk}");
         }
@@ -182,7 +216,11 @@ mod tests {
         assert_eq!(backoff(20, f, m, 1.0), m);
         assert_eq!(backoff(u32::MAX, f, m, 1.0), m);
         assert_eq!(backoff(1, f, m, 0.5), Duration::from_secs(5));
-        assert_eq!(backoff(1, f, m, 0.0), Duration::from_secs(5), "jitter is clamped to [1/2, 1]");
+        assert_eq!(
+            backoff(1, f, m, 0.0),
+            Duration::from_secs(5),
+            "jitter is clamped to [1/2, 1]"
+        );
     }
 
     #[test]
@@ -192,6 +230,9 @@ mod tests {
         assert_eq!(b, r#"{"batch":[{"a":1},{"b":2}],"sent_at":"T"}"#);
         let v: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(v["batch"].as_array().unwrap().len(), 2);
-        assert_eq!(body(&[r#"{"a":1}"#], false, "T"), r#"{"batch":[{"a":1}],"sent_at":"T"}"#);
+        assert_eq!(
+            body(&[r#"{"a":1}"#], false, "T"),
+            r#"{"batch":[{"a":1}],"sent_at":"T"}"#
+        );
     }
 }

@@ -20,7 +20,11 @@ pub(crate) enum Kind {
     #[error("event is {size} bytes serialized, over the {max}-byte limit")]
     EventTooLarge { size: usize, max: usize },
     #[error("invalid value {value:?} for {name}: {why}")]
-    Setting { name: String, value: String, why: String },
+    Setting {
+        name: String,
+        value: String,
+        why: String,
+    },
     #[error("invalid endpoint {url:?}: {why}")]
     Endpoint { url: String, why: String },
     #[error("no endpoint configured: pass --endpoint, set SPOOL_ENDPOINT, or set one in the host")]
@@ -30,9 +34,15 @@ pub(crate) enum Kind {
     #[error("{0}")]
     Refused(String),
     #[error("queue {path}: {source}")]
-    Queue { path: PathBuf, source: rusqlite::Error },
+    Queue {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("settings file {path}: {why}")]
     SettingsFile { path: PathBuf, why: String },
     #[error("could not start the flush: {0}")]
@@ -69,15 +79,28 @@ impl Error {
     }
 
     pub(crate) fn queue(path: impl Into<PathBuf>, source: rusqlite::Error) -> Self {
-        Kind::Queue { path: path.into(), source }.into()
+        Kind::Queue {
+            path: path.into(),
+            source,
+        }
+        .into()
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Kind::Io { path: path.into(), source }.into()
+        Kind::Io {
+            path: path.into(),
+            source,
+        }
+        .into()
     }
 
     pub(crate) fn setting(name: &str, value: &str, why: impl Into<String>) -> Self {
-        Kind::Setting { name: name.into(), value: value.into(), why: why.into() }.into()
+        Kind::Setting {
+            name: name.into(),
+            value: value.into(),
+            why: why.into(),
+        }
+        .into()
     }
 }
 

@@ -34,7 +34,11 @@ pub struct Event {
 impl Event {
     /// An event named `name` with no properties. The name is checked when recorded.
     pub fn new(name: impl Into<String>) -> Self {
-        Event { name: name.into(), properties: Map::new(), unscrubbed: BTreeSet::new() }
+        Event {
+            name: name.into(),
+            properties: Map::new(),
+            unscrubbed: BTreeSet::new(),
+        }
     }
 
     /// Adds (or replaces) a property. Keys may contain `.` and `-`, like `error.message`.
@@ -92,13 +96,20 @@ pub fn validate_name(name: &str) -> Result<()> {
         Some("must not be empty")
     } else if name.chars().count() > MAX_NAME_LEN {
         Some("longer than 64 characters")
-    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c)) {
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
+    {
         Some("only letters, digits and _ . : - are allowed")
     } else {
         None
     };
     match why {
-        Some(why) => Err(Kind::EventName { name: truncate_for_message(name), why }.into()),
+        Some(why) => Err(Kind::EventName {
+            name: truncate_for_message(name),
+            why,
+        }
+        .into()),
         None => Ok(()),
     }
 }
@@ -143,18 +154,41 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "cli_invoked", "job.finished", "ns:event-1", &"x".repeat(64)] {
+        for ok in [
+            "a",
+            "cli_invoked",
+            "job.finished",
+            "ns:event-1",
+            &"x".repeat(64),
+        ] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "has space", "emoji🎉", "semi;colon", "a/b", &"x".repeat(65), "nul\0"] {
+        for bad in [
+            "",
+            "has space",
+            "emoji🎉",
+            "semi;colon",
+            "a/b",
+            &"x".repeat(65),
+            "nul\0",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn properties_must_be_an_object() {
-        assert!(Event::new("e").properties(serde_json::json!({"a": 1})).is_ok());
-        let err = Event::new("e").properties(serde_json::json!([1])).unwrap_err();
-        assert_eq!(err.to_string(), "invalid properties: expected a JSON object, got an array");
+        assert!(
+            Event::new("e")
+                .properties(serde_json::json!({"a": 1}))
+                .is_ok()
+        );
+        let err = Event::new("e")
+            .properties(serde_json::json!([1]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid properties: expected a JSON object, got an array"
+        );
     }
 }

@@ -36,14 +36,21 @@ pub struct FlushOptions {
 
 impl Default for FlushOptions {
     fn default() -> Self {
-        FlushOptions { endpoint: None, deadline: Duration::from_secs(60), progress: None }
+        FlushOptions {
+            endpoint: None,
+            deadline: Duration::from_secs(60),
+            progress: None,
+        }
     }
 }
 
 impl FlushOptions {
     /// Options with this overall deadline.
     pub fn with_deadline(deadline: Duration) -> Self {
-        FlushOptions { deadline, ..Self::default() }
+        FlushOptions {
+            deadline,
+            ..Self::default()
+        }
     }
 }
 
@@ -91,7 +98,14 @@ pub struct FlushReport {
 
 impl FlushReport {
     fn new(end: FlushEnd) -> Self {
-        FlushReport { sent: 0, dropped: BTreeMap::new(), retried: 0, remaining: 0, requests: 0, end }
+        FlushReport {
+            sent: 0,
+            dropped: BTreeMap::new(),
+            retried: 0,
+            remaining: 0,
+            requests: 0,
+            end,
+        }
     }
 
     /// Total events dropped, all reasons.
@@ -113,13 +127,17 @@ impl Spool {
     pub async fn flush(&self, opts: FlushOptions) -> Result<FlushReport> {
         let consent = self.consent();
         if !consent.enabled {
-            return Ok(FlushReport::new(FlushEnd::Disabled { reason: consent.reason }));
+            return Ok(FlushReport::new(FlushEnd::Disabled {
+                reason: consent.reason,
+            }));
         }
         let url = match opts.endpoint.clone().or_else(|| self.endpoint()) {
             Some(u) => delivery::check_endpoint(&u)?,
             None => return Err(Kind::NoEndpoint.into()),
         };
-        let dir = self.dir().ok_or_else(|| Error::from(Kind::Refused("no home directory: set SPOOL_DIR".into())))?;
+        let dir = self
+            .dir()
+            .ok_or_else(|| Error::from(Kind::Refused("no home directory: set SPOOL_DIR".into())))?;
         let Some(mut queue) = Queue::open_existing(dir, FLUSH_LOCK_TIMEOUT)? else {
             return Ok(FlushReport::new(FlushEnd::Drained));
         };
@@ -134,17 +152,29 @@ impl Spool {
             r.remaining = queue.stats()?.events;
             return Ok(r);
         }
-        let mut run = Round { queue, limits, url, token: me.token, report: FlushReport::new(FlushEnd::Drained), total: 0 };
+        let mut run = Round {
+            queue,
+            limits,
+            url,
+            token: me.token,
+            report: FlushReport::new(FlushEnd::Drained),
+            total: 0,
+        };
         // The lease is given back when `run` drops, also if this future is abandoned.
-        run.go(deadline, hold, opts.progress.as_ref(), &self.inner.app).await?;
+        run.go(deadline, hold, opts.progress.as_ref(), &self.inner.app)
+            .await?;
         run.report.remaining = run.queue.stats()?.events;
         let mut summary = serde_json::to_value(&run.report).unwrap_or_default();
         if let Some(obj) = summary.as_object_mut() {
             obj.insert("finished_at".into(), rfc3339_ms(now_ms()).into());
             obj.insert("dropped_total".into(), run.report.dropped_total().into());
         }
-        run.queue.set_state("last_flush", Some(&summary.to_string()))?;
-        Ok(std::mem::replace(&mut run.report, FlushReport::new(FlushEnd::Drained)))
+        run.queue
+            .set_state("last_flush", Some(&summary.to_string()))?;
+        Ok(std::mem::replace(
+            &mut run.report,
+            FlushReport::new(FlushEnd::Drained),
+        ))
     }
 
     /// [`Spool::flush`] for code without an async runtime: runs on its own thread and
@@ -181,15 +211,29 @@ impl Drop for Round {
 }
 
 impl Round {
-    async fn go(&mut self, deadline: Instant, hold: impl Fn(i64) -> i64, progress: Option<&Progress>, app: &str) -> Result<()> {
+    async fn go(
+        &mut self,
+        deadline: Instant,
+        hold: impl Fn(i64) -> i64,
+        progress: Option<&Progress>,
+        app: &str,
+    ) -> Result<()> {
         let now = now_ms();
         let max_age = self.limits.max_age.as_millis() as i64;
-        let (aged, tried) = self.queue.expire(now.saturating_sub(max_age), self.limits.max_attempts)?;
+        let (aged, tried) = self
+            .queue
+            .expire(now.saturating_sub(max_age), self.limits.max_attempts)?;
         self.report.drop_n("age", aged);
         self.report.drop_n("attempts", tried);
-        if let Some(until) = self.queue.get_state("not_before")?.and_then(|v| v.parse::<i64>().ok()) {
+        if let Some(until) = self
+            .queue
+            .get_state("not_before")?
+            .and_then(|v| v.parse::<i64>().ok())
+        {
             if until > now {
-                self.report.end = FlushEnd::BackingOff { until: rfc3339_ms(until) };
+                self.report.end = FlushEnd::BackingOff {
+                    until: rfc3339_ms(until),
+                };
                 return Ok(());
             }
         }
@@ -249,21 +293,37 @@ impl Round {
         let attempts = chunk.iter().map(|p| p.attempts).max().unwrap_or(0) + 1;
         let delay = match after {
             Some(d) => d.min(self.limits.retry_after_cap),
-            None => delivery::backoff(attempts, self.limits.first_backoff, self.limits.max_backoff, 0.5 + fastrand::f64() / 2.0),
+            None => delivery::backoff(
+                attempts,
+                self.limits.first_backoff,
+                self.limits.max_backoff,
+                0.5 + fastrand::f64() / 2.0,
+            ),
         };
         let until = now_ms().saturating_add(delay.as_millis().min(i64::MAX as u128) as i64);
         let seqs: Vec<i64> = chunk.iter().map(|p| p.seq).collect();
         self.queue.defer(&seqs, until)?;
-        self.queue.set_state("not_before", Some(&until.to_string()))?;
+        self.queue
+            .set_state("not_before", Some(&until.to_string()))?;
         self.report.retried += seqs.len() as u64;
-        self.report.end = FlushEnd::BackingOff { until: rfc3339_ms(until) };
+        self.report.end = FlushEnd::BackingOff {
+            until: rfc3339_ms(until),
+        };
         Ok(())
     }
 
-    async fn send(&self, client: &reqwest::Client, chunk: &[Pending], bare: bool, deadline: Instant) -> Outcome {
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        chunk: &[Pending],
+        bare: bool,
+        deadline: Instant,
+    ) -> Outcome {
         let payloads: Vec<&str> = chunk.iter().map(|p| p.payload.as_str()).collect();
         let body = delivery::body(&payloads, bare, &rfc3339_ms(now_ms()));
-        let mut req = client.post(self.url.clone()).header("content-type", "application/json");
+        let mut req = client
+            .post(self.url.clone())
+            .header("content-type", "application/json");
         let bytes = if body.len() >= delivery::GZIP_THRESHOLD {
             match delivery::gzip(body.as_bytes()) {
                 Ok(gz) => {
@@ -278,13 +338,26 @@ impl Round {
         let exchange = async {
             let resp = req.body(bytes).send().await?;
             let status = resp.status().as_u16();
-            let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             if (200..300).contains(&status) {
                 drain(resp).await;
             }
-            Ok::<_, reqwest::Error>(delivery::classify(status, retry_after.as_deref(), SystemTime::now()))
+            Ok::<_, reqwest::Error>(delivery::classify(
+                status,
+                retry_after.as_deref(),
+                SystemTime::now(),
+            ))
         };
-        match tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(1)), exchange).await {
+        match tokio::time::timeout_at(
+            deadline.max(Instant::now() + Duration::from_millis(1)),
+            exchange,
+        )
+        .await
+        {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => {
                 log::debug!("eventspool: delivery failed: {e}");
@@ -309,8 +382,15 @@ async fn drain(mut resp: reqwest::Response) {
 
 fn client(limits: &Limits, app: &str) -> Result<reqwest::Client> {
     let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let same_scheme = attempt.previous().first().is_none_or(|first| first.scheme() == attempt.url().scheme());
-        if !same_scheme || attempt.previous().len() >= 5 { attempt.stop() } else { attempt.follow() }
+        let same_scheme = attempt
+            .previous()
+            .first()
+            .is_none_or(|first| first.scheme() == attempt.url().scheme());
+        if !same_scheme || attempt.previous().len() >= 5 {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
     });
     reqwest::Client::builder()
         .connect_timeout(limits.connect_timeout)

@@ -41,7 +41,9 @@ pub(crate) fn alive(h: &Holder) -> bool {
 
 #[cfg(unix)]
 fn pid_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
@@ -79,11 +81,23 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
-        let gone = Holder { pid, started: 1, host: me.host.clone(), token: "t".into() };
+        let gone = Holder {
+            pid,
+            started: 1,
+            host: me.host.clone(),
+            token: "t".into(),
+        };
         assert!(!alive(&gone));
-        let recycled = Holder { pid: me.pid, started: me.started + 1, ..me.clone() };
+        let recycled = Holder {
+            pid: me.pid,
+            started: me.started + 1,
+            ..me.clone()
+        };
         if me.started != 0 {
-            assert!(!alive(&recycled), "a different start time means another process");
+            assert!(
+                !alive(&recycled),
+                "a different start time means another process"
+            );
         }
     }
 }

@@ -41,8 +41,8 @@ mod cli;
 mod collector;
 mod consent;
 mod context;
-mod error;
 mod delivery;
+mod error;
 mod event;
 mod flusher;
 mod lease;
@@ -53,13 +53,18 @@ mod settings;
 mod spool;
 mod time;
 
-pub use background::{BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, DETACHED_ENV, detached_flush_hook};
+pub use background::{
+    BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, DETACHED_ENV, detached_flush_hook,
+};
 pub use cli::{Cli, Command, Global, main as cli_main, report, spool_for, usage_error};
 pub use collector::{Collector, serve};
 pub use consent::{Consent, debug_mode, env_prefix, is_falsy, is_truthy};
 pub use context::{Context, machine_hash};
+pub use delivery::{
+    GZIP_THRESHOLD, MAX_RESPONSE_BYTES, Outcome, backoff, check_endpoint, classify,
+    parse_retry_after,
+};
 pub use error::{Error, Result};
-pub use delivery::{GZIP_THRESHOLD, MAX_RESPONSE_BYTES, Outcome, backoff, check_endpoint, classify, parse_retry_after};
 pub use event::{Event, MAX_NAME_LEN, Payload, validate_name};
 pub use flusher::{FlushEnd, FlushOptions, FlushReport, Progress};
 pub use limits::{LIMIT_ENV_VARS, Limits, parse_count, parse_duration, parse_size};

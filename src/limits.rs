@@ -119,7 +119,11 @@ pub fn parse_count(name: &str, value: &str) -> Result<u64> {
     match digits.parse::<u64>() {
         Ok(0) => Err(Error::setting(name, value, "must be at least 1")),
         Ok(n) => Ok(n),
-        Err(_) => Err(Error::setting(name, value, "expected a whole number such as 10000")),
+        Err(_) => Err(Error::setting(
+            name,
+            value,
+            "expected a whole number such as 10000",
+        )),
     }
 }
 
@@ -138,19 +142,27 @@ fn parse_count_u32(name: &str, value: &str) -> Result<u32> {
 /// ```
 pub fn parse_size(name: &str, value: &str) -> Result<u64> {
     let v = value.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit() && c != '_').unwrap_or(v.len());
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '_')
+        .unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(Error::setting(name, value, "expected a size such as 10MiB or 32768")),
+        _ => {
+            return Err(Error::setting(
+                name,
+                value,
+                "expected a size such as 10MiB or 32768",
+            ));
+        }
     };
-    let n = parse_count(name, num).map_err(|_| {
-        Error::setting(name, value, "expected a size such as 10MiB or 32768")
-    })?;
-    n.checked_mul(mult).ok_or_else(|| Error::setting(name, value, "too large"))
+    let n = parse_count(name, num)
+        .map_err(|_| Error::setting(name, value, "expected a size such as 10MiB or 32768"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| Error::setting(name, value, "too large"))
 }
 
 /// Parses a duration written like `30d`, `10s`, `500ms` or `1h 30m`.
@@ -164,7 +176,11 @@ pub fn parse_duration(name: &str, value: &str) -> Result<Duration> {
     match humantime::parse_duration(value.trim()) {
         Ok(d) if d.is_zero() => Err(Error::setting(name, value, "must be longer than zero")),
         Ok(d) => Ok(d),
-        Err(_) => Err(Error::setting(name, value, "expected a duration such as 30d, 10s or 500ms")),
+        Err(_) => Err(Error::setting(
+            name,
+            value,
+            "expected a duration such as 30d, 10s or 500ms",
+        )),
     }
 }
 
@@ -200,7 +216,11 @@ mod tests {
             ("SPOOL_BACKOFF", "500ms"),
             ("SPOOL_TIMEOUT", "2s"),
         ];
-        let env = |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let env = |k: &str| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
         let l = Limits::default().with_env(env).unwrap();
         assert_eq!(l.max_events, 50);
         assert_eq!(l.max_bytes, 1 << 20);
@@ -233,10 +253,16 @@ mod tests {
 
     #[test]
     fn limits_round_trip_through_json() {
-        let l = Limits { max_age: Duration::from_secs(3600), ..Limits::default() };
+        let l = Limits {
+            max_age: Duration::from_secs(3600),
+            ..Limits::default()
+        };
         let json = serde_json::to_string(&l).unwrap();
         assert!(json.contains("\"1h\""), "{json}");
         assert_eq!(serde_json::from_str::<Limits>(&json).unwrap(), l);
-        assert_eq!(serde_json::from_str::<Limits>("{}").unwrap(), Limits::default());
+        assert_eq!(
+            serde_json::from_str::<Limits>("{}").unwrap(),
+            Limits::default()
+        );
     }
 }

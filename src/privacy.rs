@@ -25,7 +25,9 @@ static URL: LazyLock<Regex> = LazyLock::new(|| {
 static AUTH_SCHEME: LazyLock<Regex> =
     LazyLock::new(|| re(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=\-]{6,}"));
 static SECRET_ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
-    re(r#"(?i)\b([a-z0-9_\-]*(?:password|passwd|secret|api[_\-]?key|access[_\-]?key|token|credential)[a-z0-9_\-]*)(\s*[=:]\s*)("?)[^\s"&,;']+"#)
+    re(
+        r#"(?i)\b([a-z0-9_\-]*(?:password|passwd|secret|api[_\-]?key|access[_\-]?key|token|credential)[a-z0-9_\-]*)(\s*[=:]\s*)("?)[^\s"&,;']+"#,
+    )
 });
 static KNOWN_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
     re(concat!(
@@ -76,8 +78,11 @@ impl Scrubber {
 
     /// A scrubber for the current user (`HOME`, `USER`/`LOGNAME`/`USERNAME`).
     pub fn for_current_user() -> Self {
-        let home = directories::BaseDirs::new().map(|b| b.home_dir().to_string_lossy().into_owned());
-        let user = ["USER", "LOGNAME", "USERNAME"].iter().find_map(|k| std::env::var(k).ok());
+        let home =
+            directories::BaseDirs::new().map(|b| b.home_dir().to_string_lossy().into_owned());
+        let user = ["USER", "LOGNAME", "USERNAME"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok());
         Self::new(home.as_deref(), user.as_deref())
     }
 
@@ -101,7 +106,9 @@ impl Scrubber {
             out
         });
         s = apply(s, &AUTH_SCHEME, |c| format!("{}{}<redacted>", &c[1], &c[2]));
-        s = apply(s, &SECRET_ASSIGNMENT, |c| format!("{}{}{}<redacted>", &c[1], &c[2], &c[3]));
+        s = apply(s, &SECRET_ASSIGNMENT, |c| {
+            format!("{}{}{}<redacted>", &c[1], &c[2], &c[3])
+        });
         s = apply(s, &KNOWN_TOKEN, |_| "<secret>".into());
         s = apply(s, &EMAIL, |_| "<email>".into());
         s = apply_checked(s, &IPV4, looks_like_ipv4, "<ip>");
@@ -158,7 +165,11 @@ fn replace_path_prefix(s: &str, home: &str) -> String {
     while let Some(pos) = rest.find(home) {
         let after = &rest[pos + home.len()..];
         out.push_str(&rest[..pos]);
-        if after.chars().next().is_none_or(|c| !c.is_alphanumeric() && c != '_' && c != '-' && c != '.') {
+        if after
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_' && c != '-' && c != '.')
+        {
             out.push('~');
         } else {
             out.push_str(home);
@@ -203,7 +214,9 @@ fn looks_like_ipv4(s: &str, start: usize, end: usize) -> bool {
     let before = s[..start].chars().next_back();
     let after = s[end..].chars().next();
     // `v1.2.3.4` and `1.2.3.4.5` are versions, not addresses.
-    if before.is_some_and(|c| c == '.' || c == 'v' || c == 'V') || after.is_some_and(|c| c == '.' && s[end + 1..].starts_with(|d: char| d.is_ascii_digit())) {
+    if before.is_some_and(|c| c == '.' || c == 'v' || c == 'V')
+        || after.is_some_and(|c| c == '.' && s[end + 1..].starts_with(|d: char| d.is_ascii_digit()))
+    {
         return false;
     }
     s[start..end].split('.').all(|o| o.parse::<u8>().is_ok())
@@ -211,7 +224,8 @@ fn looks_like_ipv4(s: &str, start: usize, end: usize) -> bool {
 
 fn looks_like_ipv6(s: &str, start: usize, end: usize) -> bool {
     let word = |c: char| c.is_alphanumeric() || c == '_' || c == ':';
-    if s[..start].chars().next_back().is_some_and(word) || s[end..].chars().next().is_some_and(word) {
+    if s[..start].chars().next_back().is_some_and(word) || s[end..].chars().next().is_some_and(word)
+    {
         return false;
     }
     let cand = &s[start..end];
@@ -247,38 +261,83 @@ mod tests {
             ("owner ada failed", "owner <user> failed"),
             ("Ada's files", "<user>'s files"),
             // e-mail
-            ("contact ada.lovelace+x@example.co.uk now", "contact <email> now"),
+            (
+                "contact ada.lovelace+x@example.co.uk now",
+                "contact <email> now",
+            ),
             // IPs
-            ("connect to 192.168.1.20:8080 failed", "connect to <ip>:8080 failed"),
+            (
+                "connect to 192.168.1.20:8080 failed",
+                "connect to <ip>:8080 failed",
+            ),
             ("peer 2001:db8::8a2e:370:7334 gone", "peer <ip> gone"),
             ("bind [::1]:80", "bind [<ip>]:80"),
             ("fe80::1%eth0 up", "<ip> up"),
             // URLs
-            ("GET https://api.example.com/v1/items?token=abc&x=1 failed", "GET https://api.example.com/v1/items?<redacted> failed"),
-            ("https://user:hunter2@git.example.com/repo.git", "https://git.example.com/repo.git"),
-            ("http://example.com/cb#access_token=xyz", "http://example.com/cb#<redacted>"),
+            (
+                "GET https://api.example.com/v1/items?token=abc&x=1 failed",
+                "GET https://api.example.com/v1/items?<redacted> failed",
+            ),
+            (
+                "https://user:hunter2@git.example.com/repo.git",
+                "https://git.example.com/repo.git",
+            ),
+            (
+                "http://example.com/cb#access_token=xyz",
+                "http://example.com/cb#<redacted>",
+            ),
             // auth and secrets
-            ("Authorization: Bearer abc.def-ghi_jkl", "Authorization: Bearer <redacted>"),
+            (
+                "Authorization: Bearer abc.def-ghi_jkl",
+                "Authorization: Bearer <redacted>",
+            ),
             ("password=hunter22 next", "password=<redacted> next"),
-            ("GITHUB_TOKEN: \"s3cr3tvalue\"", "GITHUB_TOKEN: \"<redacted>\""),
-            ("token ghp_0123456789abcdefABCDEF0123456789abcd", "token <redacted>"),
-            ("using ghp_0123456789abcdefABCDEF0123456789abcd", "using <secret>"),
-            ("key github_pat_11ABCDEFG0123456789_abcdefghijk", "key <secret>"),
+            (
+                "GITHUB_TOKEN: \"s3cr3tvalue\"",
+                "GITHUB_TOKEN: \"<redacted>\"",
+            ),
+            (
+                "token ghp_0123456789abcdefABCDEF0123456789abcd",
+                "token <redacted>",
+            ),
+            (
+                "using ghp_0123456789abcdefABCDEF0123456789abcd",
+                "using <secret>",
+            ),
+            (
+                "key github_pat_11ABCDEFG0123456789_abcdefghijk",
+                "key <secret>",
+            ),
             ("OPENAI sk-proj-abcdefghijklmnop1234", "OPENAI <secret>"),
             ("aws AKIAIOSFODNN7EXAMPLE here", "aws <secret> here"),
-            ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_nature-x", "jwt <secret>"),
-            ("sha 0123456789abcdef0123456789abcdef01234567", "sha <redacted>"),
-            ("blob aGVsbG8gd29ybGQgdGhpcyBpcyBhIHNlY3JldDEyMw==", "blob <redacted>"),
+            (
+                "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_nature-x",
+                "jwt <secret>",
+            ),
+            (
+                "sha 0123456789abcdef0123456789abcdef01234567",
+                "sha <redacted>",
+            ),
+            (
+                "blob aGVsbG8gd29ybGQgdGhpcyBpcyBhIHNlY3JldDEyMw==",
+                "blob <redacted>",
+            ),
             // left alone
             ("version 1.2.3", "version 1.2.3"),
             ("v1.2.3.4 released", "v1.2.3.4 released"),
             ("build 10.0.19045.2965.1", "build 10.0.19045.2965.1"),
             ("id 7f3a9c", "id 7f3a9c"),
-            ("job a1b2c3d4-e5f6-4789-abcd-0123456789ab done", "job a1b2c3d4-e5f6-4789-abcd-0123456789ab done"),
+            (
+                "job a1b2c3d4-e5f6-4789-abcd-0123456789ab done",
+                "job a1b2c3d4-e5f6-4789-abcd-0123456789ab done",
+            ),
             ("failed at std::fs::read", "failed at std::fs::read"),
             ("at 12:34:56 UTC", "at 12:34:56 UTC"),
             ("npm install done", "npm install done"),
-            ("the_quick_brown_fox_jumps_over_the_lazy_dog", "the_quick_brown_fox_jumps_over_the_lazy_dog"),
+            (
+                "the_quick_brown_fox_jumps_over_the_lazy_dog",
+                "the_quick_brown_fox_jumps_over_the_lazy_dog",
+            ),
             ("", ""),
         ];
         let s = scrubber();
@@ -289,7 +348,10 @@ mod tests {
 
     #[test]
     fn clean_text_is_not_copied() {
-        assert!(matches!(scrubber().scrub("plain words 1.2.3"), Cow::Borrowed(_)));
+        assert!(matches!(
+            scrubber().scrub("plain words 1.2.3"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
@@ -303,7 +365,10 @@ mod tests {
         s.scrub_value("", &mut v);
         assert_eq!(v["paths"][0], "~/a");
         assert_eq!(v["paths"][1]["deep"], "<email>");
-        assert_eq!(v["error.message"].as_str().unwrap().chars().count(), MAX_ERROR_CHARS);
+        assert_eq!(
+            v["error.message"].as_str().unwrap().chars().count(),
+            MAX_ERROR_CHARS
+        );
         assert_eq!(v["count"], 3);
     }
 

@@ -23,7 +23,8 @@ const LATEST: i64 = MIGRATIONS.len() as i64;
 /// queue does not stay at its high-water mark.
 const JOURNAL_SIZE_LIMIT: i64 = 4 * 1024 * 1024;
 
-const INSERT: &str = "INSERT INTO events (id, event, created_at, bytes, payload) VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT: &str =
+    "INSERT INTO events (id, event, created_at, bytes, payload) VALUES (?1, ?2, ?3, ?4, ?5)";
 const TOTALS: &str = "SELECT events, bytes FROM totals WHERE id = 0";
 const ADD_COUNTER: &str = "INSERT INTO counters (name, value) VALUES (?1, ?2)
      ON CONFLICT (name) DO UPDATE SET value = value + excluded.value";
@@ -160,7 +161,10 @@ impl Queue {
         // version but lacks the tables is treated as invalid.
         conn.prepare_cached(INSERT)?;
         conn.prepare_cached(TOTALS)?;
-        Ok(Queue { conn, path: path.to_path_buf() })
+        Ok(Queue {
+            conn,
+            path: path.to_path_buf(),
+        })
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
@@ -169,14 +173,25 @@ impl Queue {
 
     /// Inserts events in one transaction, then drops the oldest past the caps.
     /// Returns how many were evicted.
-    pub fn enqueue(&mut self, events: &[NewEvent<'_>], max_events: u64, max_bytes: u64) -> Result<u64> {
+    pub fn enqueue(
+        &mut self,
+        events: &[NewEvent<'_>],
+        max_events: u64,
+        max_bytes: u64,
+    ) -> Result<u64> {
         let path = self.path.clone();
         let run = |conn: &mut Connection| -> rusqlite::Result<u64> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut ins = tx.prepare_cached(INSERT)?;
                 for e in events {
-                    ins.execute(params![e.id, e.event, e.created_at, e.payload.len() as i64, e.payload])?;
+                    ins.execute(params![
+                        e.id,
+                        e.event,
+                        e.created_at,
+                        e.payload.len() as i64,
+                        e.payload
+                    ])?;
                 }
             }
             let evicted = enforce_caps(&tx, max_events, max_bytes)?;
@@ -218,7 +233,10 @@ impl Queue {
         match found.as_slice() {
             [one] => Ok(one.clone()),
             [exact, ..] if exact.id == id => Ok(exact.clone()),
-            [_, _, ..] => Err(Kind::Refused(format!("id prefix {id:?} matches more than one event; give more of it")).into()),
+            [_, _, ..] => Err(Kind::Refused(format!(
+                "id prefix {id:?} matches more than one event; give more of it"
+            ))
+            .into()),
             [] => Err(Kind::UnknownId(id.to_string()).into()),
         }
     }
@@ -239,8 +257,10 @@ impl Queue {
     /// Counts, sizes and counters.
     pub fn stats(&self) -> Result<QueueStats> {
         let run = || -> rusqlite::Result<QueueStats> {
-            let (events, bytes): (i64, i64) =
-                self.conn.prepare_cached(TOTALS)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (events, bytes): (i64, i64) = self
+                .conn
+                .prepare_cached(TOTALS)?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let oldest = self
                 .conn
                 .prepare_cached("SELECT created_at FROM events ORDER BY seq LIMIT 1")?
@@ -248,7 +268,9 @@ impl Queue {
                 .optional()?;
             let mut dropped = BTreeMap::new();
             let mut sent = 0;
-            let mut st = self.conn.prepare_cached("SELECT name, value FROM counters")?;
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT name, value FROM counters")?;
             for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
                 let (name, value) = row?;
                 match name.strip_prefix("dropped_") {
@@ -266,7 +288,9 @@ impl Queue {
                 dropped,
                 sent,
                 not_before: self.state_i64("not_before")?,
-                last_flush: self.state("last_flush")?.and_then(|s| serde_json::from_str(&s).ok()),
+                last_flush: self
+                    .state("last_flush")?
+                    .and_then(|s| serde_json::from_str(&s).ok()),
             })
         };
         run().map_err(|e| self.err(e))
@@ -307,7 +331,11 @@ impl Queue {
                 "SELECT seq, payload, attempts FROM events WHERE next_attempt_at <= ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = st.query_map(params![now, limit as i64], |r| {
-                Ok(Pending { seq: r.get(0)?, payload: r.get(1)?, attempts: r.get(2)? })
+                Ok(Pending {
+                    seq: r.get(0)?,
+                    payload: r.get(1)?,
+                    attempts: r.get(2)?,
+                })
             })?;
             rows.collect()
         };
@@ -326,7 +354,8 @@ impl Queue {
                     n += del.execute([s])? as u64;
                 }
                 if n > 0 {
-                    tx.prepare_cached(ADD_COUNTER)?.execute(params![counter, n as i64])?;
+                    tx.prepare_cached(ADD_COUNTER)?
+                        .execute(params![counter, n as i64])?;
                 }
             }
             tx.commit()?;
@@ -359,8 +388,10 @@ impl Queue {
         let path = self.path.clone();
         let run = |conn: &mut Connection| -> rusqlite::Result<(u64, u64)> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let aged = tx.execute("DELETE FROM events WHERE created_at < ?1", [oldest_allowed])? as u64;
-            let tried = tx.execute("DELETE FROM events WHERE attempts >= ?1", [max_attempts])? as u64;
+            let aged =
+                tx.execute("DELETE FROM events WHERE created_at < ?1", [oldest_allowed])? as u64;
+            let tried =
+                tx.execute("DELETE FROM events WHERE attempts >= ?1", [max_attempts])? as u64;
             {
                 let mut add = tx.prepare_cached(ADD_COUNTER)?;
                 if aged > 0 {
@@ -379,18 +410,32 @@ impl Queue {
     /// Takes the flush lease for `me` until `until`, unless a live holder has it.
     /// `alive` says whether a recorded holder is still running. Returns the current
     /// holder's pid when refused.
-    pub fn take_lease(&mut self, me: &Holder, until: i64, alive: impl Fn(&Holder) -> bool) -> Result<Result<(), u32>> {
+    pub fn take_lease(
+        &mut self,
+        me: &Holder,
+        until: i64,
+        alive: impl Fn(&Holder) -> bool,
+    ) -> Result<Result<(), u32>> {
         let path = self.path.clone();
         let now = now_ms();
         let run = |conn: &mut Connection| -> rusqlite::Result<Result<(), u32>> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current = tx
-                .query_row("SELECT pid, started, host, token, expires_at FROM lease WHERE id = 0", [], |r| {
-                    Ok((
-                        Holder { pid: r.get(0)?, started: r.get(1)?, host: r.get(2)?, token: r.get(3)? },
-                        r.get::<_, i64>(4)?,
-                    ))
-                })
+                .query_row(
+                    "SELECT pid, started, host, token, expires_at FROM lease WHERE id = 0",
+                    [],
+                    |r| {
+                        Ok((
+                            Holder {
+                                pid: r.get(0)?,
+                                started: r.get(1)?,
+                                host: r.get(2)?,
+                                token: r.get(3)?,
+                            },
+                            r.get::<_, i64>(4)?,
+                        ))
+                    },
+                )
                 .optional()?;
             if let Some((holder, expires_at)) = current {
                 if holder.token != me.token && expires_at > now && alive(&holder) {
@@ -412,9 +457,21 @@ impl Queue {
     /// The current lease holder and its expiry, if any.
     pub fn lease_holder(&self) -> Result<Option<(Holder, i64)>> {
         self.conn
-            .query_row("SELECT pid, started, host, token, expires_at FROM lease WHERE id = 0", [], |r| {
-                Ok((Holder { pid: r.get(0)?, started: r.get(1)?, host: r.get(2)?, token: r.get(3)? }, r.get(4)?))
-            })
+            .query_row(
+                "SELECT pid, started, host, token, expires_at FROM lease WHERE id = 0",
+                [],
+                |r| {
+                    Ok((
+                        Holder {
+                            pid: r.get(0)?,
+                            started: r.get(1)?,
+                            host: r.get(2)?,
+                            token: r.get(3)?,
+                        },
+                        r.get(4)?,
+                    ))
+                },
+            )
             .optional()
             .map_err(|e| self.err(e))
     }
@@ -422,7 +479,10 @@ impl Queue {
     /// Extends the lease held by `token`; returns false if it is no longer ours.
     pub fn renew_lease(&self, token: &str, until: i64) -> Result<bool> {
         self.conn
-            .execute("UPDATE lease SET expires_at = ?2 WHERE id = 0 AND token = ?1", params![token, until])
+            .execute(
+                "UPDATE lease SET expires_at = ?2 WHERE id = 0 AND token = ?1",
+                params![token, until],
+            )
             .map(|n| n == 1)
             .map_err(|e| self.err(e))
     }
@@ -449,8 +509,14 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedEvent> {
     })
 }
 
-fn enforce_caps(tx: &rusqlite::Transaction<'_>, max_events: u64, max_bytes: u64) -> rusqlite::Result<u64> {
-    let (mut events, mut bytes): (i64, i64) = tx.prepare_cached(TOTALS)?.query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+fn enforce_caps(
+    tx: &rusqlite::Transaction<'_>,
+    max_events: u64,
+    max_bytes: u64,
+) -> rusqlite::Result<u64> {
+    let (mut events, mut bytes): (i64, i64) = tx
+        .prepare_cached(TOTALS)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let max_events = i64::try_from(max_events).unwrap_or(i64::MAX);
     let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
     if events <= max_events && bytes <= max_bytes {
@@ -469,8 +535,11 @@ fn enforce_caps(tx: &rusqlite::Transaction<'_>, max_events: u64, max_bytes: u64)
         }
     }
     let Some(cutoff) = cutoff else { return Ok(0) };
-    let n = tx.prepare_cached("DELETE FROM events WHERE seq <= ?1")?.execute([cutoff])? as u64;
-    tx.prepare_cached(ADD_COUNTER)?.execute(params!["dropped_cap", n as i64])?;
+    let n = tx
+        .prepare_cached("DELETE FROM events WHERE seq <= ?1")?
+        .execute([cutoff])? as u64;
+    tx.prepare_cached(ADD_COUNTER)?
+        .execute(params!["dropped_cap", n as i64])?;
     Ok(n)
 }
 
@@ -488,7 +557,9 @@ fn migrate(conn: &mut Connection, seen: i64) -> Result<(), Failure> {
     if version == 0 {
         let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if tables > 0 {
-            return Err(Failure::Invalid("it is a SQLite database of another application".into()));
+            return Err(Failure::Invalid(
+                "it is a SQLite database of another application".into(),
+            ));
         }
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
@@ -513,14 +584,22 @@ impl From<rusqlite::Error> for Failure {
             e.sqlite_error_code(),
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
         ) || e.to_string().starts_with("no such table");
-        if invalid { Failure::Invalid(e.to_string()) } else { Failure::Sqlite(e) }
+        if invalid {
+            Failure::Invalid(e.to_string())
+        } else {
+            Failure::Sqlite(e)
+        }
     }
 }
 
 impl Failure {
     fn into_error(self, path: &Path) -> Error {
         match self {
-            Failure::Invalid(why) => Kind::Refused(format!("{}: still not a valid queue after recovery: {why}", path.display())).into(),
+            Failure::Invalid(why) => Kind::Refused(format!(
+                "{}: still not a valid queue after recovery: {why}",
+                path.display()
+            ))
+            .into(),
             Failure::Other(e) => e,
             Failure::Sqlite(e) => Error::queue(path, e),
         }
@@ -552,7 +631,12 @@ fn set_aside(path: &Path, seen: Option<(u64, u64)>, why: &str) -> Result<()> {
         // Someone else already moved it and started a fresh queue.
         return Ok(());
     }
-    let aside = PathBuf::from(format!("{}.corrupt-{}-{}", path.display(), now_ms(), std::process::id()));
+    let aside = PathBuf::from(format!(
+        "{}.corrupt-{}-{}",
+        path.display(),
+        now_ms(),
+        std::process::id()
+    ));
     for suffix in ["-wal", "-shm"] {
         let from = PathBuf::from(format!("{}{suffix}", path.display()));
         if from.exists() {
@@ -560,7 +644,11 @@ fn set_aside(path: &Path, seen: Option<(u64, u64)>, why: &str) -> Result<()> {
         }
     }
     fs::rename(path, &aside).map_err(|e| Error::io(path, e))?;
-    log::warn!("eventspool: {} was not a valid queue ({why}); moved it to {} and started a fresh queue", path.display(), aside.display());
+    log::warn!(
+        "eventspool: {} was not a valid queue ({why}); moved it to {} and started a fresh queue",
+        path.display(),
+        aside.display()
+    );
     Ok(())
 }
 
@@ -590,7 +678,8 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(dir, e))?;
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| Error::io(dir, e))?;
             }
             Ok(())
         }
@@ -601,7 +690,11 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
 pub(crate) fn check_dir(dir: &Path) -> Result<()> {
     let meta = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
     if meta.file_type().is_symlink() {
-        return Err(Kind::Refused(format!("{} is a symbolic link; refusing to keep telemetry through it", dir.display())).into());
+        return Err(Kind::Refused(format!(
+            "{} is a symbolic link; refusing to keep telemetry through it",
+            dir.display()
+        ))
+        .into());
     }
     if !meta.is_dir() {
         return Err(Kind::Refused(format!("{} is not a directory", dir.display())).into());
@@ -612,7 +705,11 @@ pub(crate) fn check_dir(dir: &Path) -> Result<()> {
 fn check_file(path: &Path) -> Result<()> {
     let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.file_type().is_symlink() {
-        return Err(Kind::Refused(format!("{} is a symbolic link; refusing to write through it", path.display())).into());
+        return Err(Kind::Refused(format!(
+            "{} is a symbolic link; refusing to write through it",
+            path.display()
+        ))
+        .into());
     }
     check_owner(path, &meta)
 }
@@ -657,8 +754,15 @@ mod tests {
     fn put(q: &mut Queue, n: usize, size: usize) -> u64 {
         let payload = "x".repeat(size);
         let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-        let evs: Vec<NewEvent<'_>> =
-            ids.iter().map(|id| NewEvent { id, event: "e", created_at: now_ms(), payload: &payload }).collect();
+        let evs: Vec<NewEvent<'_>> = ids
+            .iter()
+            .map(|id| NewEvent {
+                id,
+                event: "e",
+                created_at: now_ms(),
+                payload: &payload,
+            })
+            .collect();
         q.enqueue(&evs, 5, 1000).unwrap()
     }
 
@@ -683,8 +787,16 @@ mod tests {
     fn lease_is_exclusive_until_holder_dies_or_expires() {
         let dir = tempfile::tempdir().unwrap();
         let mut q = Queue::open(dir.path(), Duration::from_millis(100)).unwrap();
-        let a = Holder { pid: 1, started: 0, host: "h".into(), token: "a".into() };
-        let b = Holder { token: "b".into(), ..a.clone() };
+        let a = Holder {
+            pid: 1,
+            started: 0,
+            host: "h".into(),
+            token: "a".into(),
+        };
+        let b = Holder {
+            token: "b".into(),
+            ..a.clone()
+        };
         let far = now_ms() + 60_000;
         assert_eq!(q.take_lease(&a, far, |_| true).unwrap(), Ok(()));
         assert_eq!(q.take_lease(&b, far, |_| true).unwrap(), Err(1));
@@ -692,6 +804,10 @@ mod tests {
         assert!(!q.renew_lease("a", far).unwrap());
         q.release_lease("b").unwrap();
         assert_eq!(q.take_lease(&a, now_ms() - 1, |_| true).unwrap(), Ok(()));
-        assert_eq!(q.take_lease(&b, far, |_| true).unwrap(), Ok(()), "expired lease is taken over");
+        assert_eq!(
+            q.take_lease(&b, far, |_| true).unwrap(),
+            Ok(()),
+            "expired lease is taken over"
+        );
     }
 }

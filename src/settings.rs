@@ -94,8 +94,11 @@ impl Settings {
             .suffix(".tmp")
             .tempfile_in(dir)
             .map_err(|e| Error::io(dir, e))?;
-        tmp.write_all(text.as_bytes()).map_err(|e| Error::io(tmp.path(), e))?;
-        tmp.as_file().sync_all().map_err(|e| Error::io(tmp.path(), e))?;
+        tmp.write_all(text.as_bytes())
+            .map_err(|e| Error::io(tmp.path(), e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| Error::io(tmp.path(), e))?;
         if only_if_absent {
             match tmp.persist_noclobber(&path) {
                 Ok(_) => Ok(true),
@@ -116,7 +119,11 @@ mod tests {
     #[test]
     fn round_trip_keeps_unknown_fields_and_is_readable() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(Settings::path(dir.path()), r#"{"telemetry": false, "theme": "dark"}"#).unwrap();
+        fs::write(
+            Settings::path(dir.path()),
+            r#"{"telemetry": false, "theme": "dark"}"#,
+        )
+        .unwrap();
         let mut s = Settings::load(dir.path()).unwrap().unwrap();
         assert_eq!(s.telemetry, Some(false));
         s.anonymous_id = Some("abc".into());
@@ -129,11 +136,24 @@ mod tests {
     #[test]
     fn create_does_not_clobber() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Settings { anonymous_id: Some("a".into()), ..Default::default() };
-        let b = Settings { anonymous_id: Some("b".into()), ..Default::default() };
+        let a = Settings {
+            anonymous_id: Some("a".into()),
+            ..Default::default()
+        };
+        let b = Settings {
+            anonymous_id: Some("b".into()),
+            ..Default::default()
+        };
         assert!(a.create(dir.path()).unwrap());
         assert!(!b.create(dir.path()).unwrap());
-        assert_eq!(Settings::load(dir.path()).unwrap().unwrap().anonymous_id.as_deref(), Some("a"));
+        assert_eq!(
+            Settings::load(dir.path())
+                .unwrap()
+                .unwrap()
+                .anonymous_id
+                .as_deref(),
+            Some("a")
+        );
     }
 
     #[test]
@@ -142,6 +162,10 @@ mod tests {
         fs::write(Settings::path(dir.path()), "{not json").unwrap();
         let err = Settings::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("config.json"), "{err}");
-        assert!(Settings::load(tempfile::tempdir().unwrap().path()).unwrap().is_none());
+        assert!(
+            Settings::load(tempfile::tempdir().unwrap().path())
+                .unwrap()
+                .is_none()
+        );
     }
 }

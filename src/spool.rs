@@ -85,7 +85,11 @@ impl SpoolBuilder {
     pub fn build(self) -> Spool {
         let dir = self
             .dir
-            .or_else(|| std::env::var_os("SPOOL_DIR").filter(|d| !d.is_empty()).map(PathBuf::from))
+            .or_else(|| {
+                std::env::var_os("SPOOL_DIR")
+                    .filter(|d| !d.is_empty())
+                    .map(PathBuf::from)
+            })
             .or_else(|| default_dir(&self.app));
         Spool {
             inner: Arc::new(Inner {
@@ -207,7 +211,9 @@ impl Spool {
     /// Whether telemetry is on and which rule decided; reads the environment and the
     /// persisted choice, never writes.
     pub fn consent(&self) -> Consent {
-        let persisted = self.with_state(|st, inner| Ok(inner.persisted_choice(st))).unwrap_or(Some(false));
+        let persisted = self
+            .with_state(|st, inner| Ok(inner.persisted_choice(st)))
+            .unwrap_or(Some(false));
         Consent::from_env(&self.inner.app, persisted)
     }
 
@@ -255,7 +261,11 @@ impl Spool {
             let debug = debug_mode(&inner.app);
             let limits = inner.effective_limits(st);
             let anonymous_id = if debug {
-                st.settings.value.as_ref().and_then(|s| s.anonymous_id.clone()).unwrap_or_else(|| "debug".into())
+                st.settings
+                    .value
+                    .as_ref()
+                    .and_then(|s| s.anonymous_id.clone())
+                    .unwrap_or_else(|| "debug".into())
             } else {
                 inner.sync_settings(st)?
             };
@@ -273,9 +283,14 @@ impl Spool {
                     context: inner.context().clone(),
                     properties,
                 };
-                let json = serde_json::to_string(&p).map_err(|e| Kind::Properties(e.to_string()))?;
+                let json =
+                    serde_json::to_string(&p).map_err(|e| Kind::Properties(e.to_string()))?;
                 if json.len() as u64 > limits.max_event_bytes {
-                    return Err(Kind::EventTooLarge { size: json.len(), max: limits.max_event_bytes as usize }.into());
+                    return Err(Kind::EventTooLarge {
+                        size: json.len(),
+                        max: limits.max_event_bytes as usize,
+                    }
+                    .into());
                 }
                 payloads.push((p.id, p.event, json));
             }
@@ -287,7 +302,12 @@ impl Spool {
             }
             let rows: Vec<NewEvent<'_>> = payloads
                 .iter()
-                .map(|(id, event, json)| NewEvent { id, event, created_at: now, payload: json })
+                .map(|(id, event, json)| NewEvent {
+                    id,
+                    event,
+                    created_at: now,
+                    payload: json,
+                })
                 .collect();
             let queue = inner.queue(st)?;
             if let Err(e) = queue.enqueue(&rows, limits.max_events, limits.max_bytes) {
@@ -295,13 +315,17 @@ impl Spool {
                 st.queue = None;
                 return Err(e);
             }
-            Ok(payloads.into_iter().map(|(id, _, _)| Recorded::Queued(id)).collect())
+            Ok(payloads
+                .into_iter()
+                .map(|(id, _, _)| Recorded::Queued(id))
+                .collect())
         })
     }
 
     /// The oldest `limit` queued events, oldest first. Creates nothing.
     pub fn list(&self, limit: usize) -> Result<Vec<QueuedEvent>> {
-        self.with_existing_queue(|q| q.list(limit)).map(Option::unwrap_or_default)
+        self.with_existing_queue(|q| q.list(limit))
+            .map(Option::unwrap_or_default)
     }
 
     /// The queued event with this id (or unique id prefix).
@@ -312,7 +336,8 @@ impl Spool {
 
     /// Deletes every queued event; returns how many were removed. Creates nothing.
     pub fn clear(&self) -> Result<u64> {
-        self.with_existing_queue(|q| q.clear()).map(|n| n.unwrap_or(0))
+        self.with_existing_queue(|q| q.clear())
+            .map(|n| n.unwrap_or(0))
     }
 
     /// Consent, directory, endpoint and queue figures. Creates nothing.
@@ -367,7 +392,8 @@ impl Spool {
     /// The limits in force: given in code, else persisted, else defaults; then the
     /// environment overrides (a malformed variable is ignored with a debug log).
     pub fn limits(&self) -> Limits {
-        self.with_state(|st, inner| Ok(inner.effective_limits(st))).unwrap_or_default()
+        self.with_state(|st, inner| Ok(inner.effective_limits(st)))
+            .unwrap_or_default()
     }
 
     /// The persisted settings as last read, if the file exists and is valid.
@@ -398,11 +424,15 @@ impl Spool {
         f(&mut guard, &self.inner)
     }
 
-    pub(crate) fn with_existing_queue<T>(&self, f: impl FnOnce(&mut Queue) -> Result<T>) -> Result<Option<T>> {
+    pub(crate) fn with_existing_queue<T>(
+        &self,
+        f: impl FnOnce(&mut Queue) -> Result<T>,
+    ) -> Result<Option<T>> {
         self.with_state(|st, inner| {
             if st.queue.is_none() {
                 let dir = inner.require_dir()?;
-                st.queue = Queue::open_existing(dir, inner.lock_timeout.max(Duration::from_secs(2)))?;
+                st.queue =
+                    Queue::open_existing(dir, inner.lock_timeout.max(Duration::from_secs(2)))?;
             }
             match st.queue.as_mut() {
                 Some(q) => f(q).map(Some),
@@ -420,16 +450,21 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Inner {
     fn require_dir(&self) -> Result<&Path> {
-        self.dir
-            .as_deref()
-            .ok_or_else(|| Kind::Refused("no home directory: set SPOOL_DIR or pass --dir".into()).into())
+        self.dir.as_deref().ok_or_else(|| {
+            Kind::Refused("no home directory: set SPOOL_DIR or pass --dir".into()).into()
+        })
     }
 
     fn context(&self) -> &Context {
-        self.context.get_or_init(|| Context::detect(&self.app, self.tool.clone()))
+        self.context
+            .get_or_init(|| Context::detect(&self.app, self.tool.clone()))
     }
 
-    fn scrub(&self, mut props: Map<String, Value>, raw_keys: &std::collections::BTreeSet<String>) -> Map<String, Value> {
+    fn scrub(
+        &self,
+        mut props: Map<String, Value>,
+        raw_keys: &std::collections::BTreeSet<String>,
+    ) -> Map<String, Value> {
         let scrubber = self.scrubber.get_or_init(Scrubber::for_current_user);
         for (k, v) in props.iter_mut() {
             if !raw_keys.contains(k) {
@@ -441,17 +476,31 @@ impl Inner {
 
     /// Re-reads `config.json` if its modification time or size changed.
     fn refresh_settings(&self, st: &mut State) {
-        let Some(dir) = self.dir.as_deref() else { return };
+        let Some(dir) = self.dir.as_deref() else {
+            return;
+        };
         let path = Settings::path(dir);
-        let stamp = std::fs::metadata(&path).ok().map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+        let stamp = std::fs::metadata(&path)
+            .ok()
+            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
         if st.settings.loaded && stamp == st.settings.stamp {
             return;
         }
         st.settings = match Settings::load(dir) {
-            Ok(value) => SettingsCache { stamp, loaded: true, value, corrupt: false },
+            Ok(value) => SettingsCache {
+                stamp,
+                loaded: true,
+                value,
+                corrupt: false,
+            },
             Err(e) => {
                 log::debug!("eventspool: {e}; treating telemetry as disabled");
-                SettingsCache { stamp, loaded: true, value: None, corrupt: true }
+                SettingsCache {
+                    stamp,
+                    loaded: true,
+                    value: None,
+                    corrupt: true,
+                }
             }
         };
     }
@@ -479,14 +528,22 @@ impl Inner {
     /// configured in code; returns the anonymous id. Runs its writes once per process.
     fn sync_settings(&self, st: &mut State) -> Result<String> {
         if st.synced {
-            if let Some(id) = st.settings.value.as_ref().and_then(|s| s.anonymous_id.clone()) {
+            if let Some(id) = st
+                .settings
+                .value
+                .as_ref()
+                .and_then(|s| s.anonymous_id.clone())
+            {
                 return Ok(id);
             }
         }
         let dir = self.require_dir()?;
         ensure_dir(dir)?;
         let current = Settings::load(dir)?;
-        let mut next = current.clone().unwrap_or_else(|| Settings { telemetry: Some(true), ..Settings::default() });
+        let mut next = current.clone().unwrap_or_else(|| Settings {
+            telemetry: Some(true),
+            ..Settings::default()
+        });
         if next.anonymous_id.is_none() {
             next.anonymous_id = Some(uuid::Uuid::new_v4().to_string());
         }
@@ -515,13 +572,16 @@ impl Inner {
         st.settings = SettingsCache::default();
         self.refresh_settings(st);
         st.synced = true;
-        next.anonymous_id.ok_or_else(|| Kind::Refused("settings have no anonymous id".into()).into())
+        next.anonymous_id
+            .ok_or_else(|| Kind::Refused("settings have no anonymous id".into()).into())
     }
 
     fn queue<'s>(&self, st: &'s mut State) -> Result<&'s mut Queue> {
         if st.queue.is_none() {
             st.queue = Some(Queue::open(self.require_dir()?, self.lock_timeout)?);
         }
-        st.queue.as_mut().ok_or_else(|| Error::from(Kind::Refused("queue not open".into())))
+        st.queue
+            .as_mut()
+            .ok_or_else(|| Error::from(Kind::Refused("queue not open".into())))
     }
 }

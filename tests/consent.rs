@@ -20,22 +20,39 @@ fn each_opt_out_rule_leaves_the_directory_empty() {
     ];
     for (var, value) in rules {
         let (t, dir) = temp();
-        let out = spool(&dir).args(["--app", APP, "track", "e", "-p", "k=v"]).env(var, value).run();
+        let out = spool(&dir)
+            .args(["--app", APP, "track", "e", "-p", "k=v"])
+            .env(var, value)
+            .run();
         assert!(out.status.success(), "{var}={value}");
         assert!(out.stdout.is_empty(), "{var}={value}: printed an id");
         assert!(!dir.exists(), "{var}={value} created {:?}", files_in(&dir));
         assert_eq!(files_in(t.path()), Vec::<String>::new());
-        let status = spool(&dir).args(["--app", APP, "status", "--json"]).env(var, value).ok();
-        assert!(status.contains("\"enabled\":false") && status.contains(var), "{status}");
+        let status = spool(&dir)
+            .args(["--app", APP, "status", "--json"])
+            .env(var, value)
+            .ok();
+        assert!(
+            status.contains("\"enabled\":false") && status.contains(var),
+            "{status}"
+        );
         assert!(!dir.exists(), "status created files");
     }
 }
 
 #[test]
 fn values_that_do_not_opt_out_leave_telemetry_on() {
-    for (var, value) in [("MY_TOOL_TELEMETRY_DISABLED", "0"), ("MY_TOOL_TELEMETRY", "1"), ("DO_NOT_TRACK", "0"), ("DO_NOT_TRACK", "")] {
+    for (var, value) in [
+        ("MY_TOOL_TELEMETRY_DISABLED", "0"),
+        ("MY_TOOL_TELEMETRY", "1"),
+        ("DO_NOT_TRACK", "0"),
+        ("DO_NOT_TRACK", ""),
+    ] {
         let (_t, dir) = temp();
-        spool(&dir).args(["--app", APP, "track", "e"]).env(var, value).ok();
+        spool(&dir)
+            .args(["--app", APP, "track", "e"])
+            .env(var, value)
+            .ok();
         assert_eq!(queued(&dir).len(), 1, "{var}={value}");
     }
 }
@@ -43,7 +60,10 @@ fn values_that_do_not_opt_out_leave_telemetry_on() {
 #[test]
 fn another_apps_variable_does_not_apply() {
     let (_t, dir) = temp();
-    spool(&dir).args(["--app", APP, "track", "e"]).env("OTHER_TELEMETRY_DISABLED", "1").ok();
+    spool(&dir)
+        .args(["--app", APP, "track", "e"])
+        .env("OTHER_TELEMETRY_DISABLED", "1")
+        .ok();
     assert_eq!(queued(&dir).len(), 1);
 }
 
@@ -78,7 +98,10 @@ fn a_corrupt_settings_file_never_turns_telemetry_on() {
     std::fs::write(dir.join("config.json"), "{\"telemetry\": fal").unwrap();
     // The library path (a host) treats it as off and writes nothing.
     let host = eventspool::Spool::builder("spool").dir(&dir).build();
-    assert_eq!(host.try_track(eventspool::Event::new("e")).unwrap(), eventspool::Recorded::Disabled);
+    assert_eq!(
+        host.try_track(eventspool::Event::new("e")).unwrap(),
+        eventspool::Recorded::Disabled
+    );
     assert_eq!(files_in(&dir), ["config.json"]);
 }
 
@@ -86,10 +109,14 @@ fn a_corrupt_settings_file_never_turns_telemetry_on() {
 fn debug_mode_prints_to_stderr_and_queues_nothing() {
     for var in ["MY_TOOL_TELEMETRY_DEBUG", "SPOOL_DEBUG"] {
         let (_t, dir) = temp();
-        let out = spool(&dir).args(["--app", APP, "track", "dbg", "-p", "k=v"]).env(var, "1").run();
+        let out = spool(&dir)
+            .args(["--app", APP, "track", "dbg", "-p", "k=v"])
+            .env(var, "1")
+            .run();
         assert!(out.status.success());
         let stderr = String::from_utf8(out.stderr).unwrap();
-        let printed: serde_json::Value = serde_json::from_str(stderr.trim()).expect("stderr is the event JSON");
+        let printed: serde_json::Value =
+            serde_json::from_str(stderr.trim()).expect("stderr is the event JSON");
         assert_eq!(printed["event"], "dbg");
         assert_eq!(printed["properties"]["k"], "v");
         assert!(out.stdout.is_empty());

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Reply, TestServer, assert_delivered_once, fill, queued, refused_url, spool, status, temp};
+use crate::util::{
+    Reply, TestServer, assert_delivered_once, fill, queued, refused_url, spool, status, temp,
+};
 
 fn flush(dir: &std::path::Path, url: &str) -> crate::util::Spool {
     spool(dir).args(["flush", "--endpoint", url])
@@ -22,12 +24,20 @@ fn all_events_are_delivered_once_in_batches_and_the_queue_empties() {
     for r in server.requests() {
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert!(r.body["sent_at"].is_string());
-        assert_eq!(r.header("content-encoding"), Some("gzip"), "large bodies are gzipped");
+        assert_eq!(
+            r.header("content-encoding"),
+            Some("gzip"),
+            "large bodies are gzipped"
+        );
     }
     assert!(queued(&dir).is_empty());
     assert_eq!(status(&dir)["sent"], 250);
     // In queue order.
-    let order: Vec<u64> = server.events().iter().map(|e| e["properties"]["i"].as_u64().unwrap()).collect();
+    let order: Vec<u64> = server
+        .events()
+        .iter()
+        .map(|e| e["properties"]["i"].as_u64().unwrap())
+        .collect();
     assert_eq!(order, (0..250).collect::<Vec<_>>());
 }
 
@@ -39,7 +49,11 @@ fn batch_size_one_sends_bare_events() {
     flush(&dir, &server.url).env("SPOOL_BATCH_SIZE", "1").ok();
     assert_eq!(server.requests().len(), 5);
     for r in server.requests() {
-        assert!(r.body.get("batch").is_none(), "bare event expected: {}", r.body);
+        assert!(
+            r.body.get("batch").is_none(),
+            "bare event expected: {}",
+            r.body
+        );
         assert!(r.body["id"].is_string() && r.body["event"] == "filled");
     }
     assert_delivered_once(&server, &ids);
@@ -52,16 +66,30 @@ fn server_errors_keep_the_batch_count_the_attempt_and_stop_the_round() {
         fill(&dir, 250);
         let server = TestServer::answering(code);
         let out = flush(&dir, &server.url).ok();
-        assert!(out.contains("sent 0") && out.contains("remaining 250") && out.contains("backing off"), "{out}");
-        assert_eq!(server.requests().len(), 1, "{code}: the round stops at the first failure");
+        assert!(
+            out.contains("sent 0") && out.contains("remaining 250") && out.contains("backing off"),
+            "{out}"
+        );
+        assert_eq!(
+            server.requests().len(),
+            1,
+            "{code}: the round stops at the first failure"
+        );
         let rows = queued(&dir);
         assert_eq!(rows.len(), 250);
-        assert!(rows[..100].iter().all(|r| r["attempts"] == 1), "the failed batch's attempts grow");
+        assert!(
+            rows[..100].iter().all(|r| r["attempts"] == 1),
+            "the failed batch's attempts grow"
+        );
         assert!(rows[100..].iter().all(|r| r["attempts"] == 0));
         // A second process a moment later honours the backoff stored in the queue.
         let out = flush(&dir, &server.url).ok();
         assert!(out.contains("backing off"), "{out}");
-        assert_eq!(server.requests().len(), 1, "{code}: second flush sent nothing");
+        assert_eq!(
+            server.requests().len(),
+            1,
+            "{code}: second flush sent nothing"
+        );
         assert_eq!(server.connections(), 1);
     }
 }
@@ -70,7 +98,13 @@ fn server_errors_keep_the_batch_count_the_attempt_and_stop_the_round() {
 fn retry_after_seconds_is_honoured() {
     let (_t, dir) = temp();
     let ids = fill(&dir, 3);
-    let server = TestServer::start(|i, _| if i == 0 { Reply::with_header(429, "Retry-After", "2") } else { Reply::status(200) });
+    let server = TestServer::start(|i, _| {
+        if i == 0 {
+            Reply::with_header(429, "Retry-After", "2")
+        } else {
+            Reply::status(200)
+        }
+    });
     flush(&dir, &server.url).ok();
     let first = server.requests()[0].at;
     // Keep trying; nothing may be sent before the server's 2 seconds.
@@ -80,7 +114,11 @@ fn retry_after_seconds_is_honoured() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let second = server.requests()[1].at;
-    assert!(second.duration_since(first) >= Duration::from_secs(2), "retried after {:?}", second.duration_since(first));
+    assert!(
+        second.duration_since(first) >= Duration::from_secs(2),
+        "retried after {:?}",
+        second.duration_since(first)
+    );
     assert_eq!(server.requests().len(), 2);
     assert_eq!(server.ids().len(), 6);
     assert!(queued(&dir).is_empty());
@@ -102,9 +140,14 @@ fn retry_after_http_date_is_honoured() {
     flush(&dir, &server.url).ok();
     let not_before = status(&dir)["not_before"].as_str().unwrap().to_string();
     let until = humantime::parse_rfc3339(&not_before).unwrap();
-    let wait = until.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    let wait = until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
     // An HTTP date has one-second resolution.
-    assert!(wait > Duration::from_millis(1500) && wait <= Duration::from_secs(3), "{wait:?}");
+    assert!(
+        wait > Duration::from_millis(1500) && wait <= Duration::from_secs(3),
+        "{wait:?}"
+    );
     flush(&dir, &server.url).ok();
     assert_eq!(server.requests().len(), 1, "nothing sent before the date");
 }
@@ -119,16 +162,24 @@ fn garbage_and_huge_retry_after_values_are_handled() {
     flush(&dir, &server.url).env("SPOOL_BACKOFF", "1s").ok();
     let until = humantime::parse_rfc3339(status(&dir)["not_before"].as_str().unwrap()).unwrap();
     let d = until.duration_since(t0).unwrap();
-    assert!(d >= Duration::from_millis(490) && d <= Duration::from_millis(1500), "{d:?}");
+    assert!(
+        d >= Duration::from_millis(490) && d <= Duration::from_millis(1500),
+        "{d:?}"
+    );
 
     // Huge: capped at 24 hours.
     let (_t2, dir2) = temp();
     fill(&dir2, 1);
-    let server2 = TestServer::start(|_, _| Reply::with_header(429, "Retry-After", "999999999999999999999999"));
+    let server2 = TestServer::start(|_, _| {
+        Reply::with_header(429, "Retry-After", "999999999999999999999999")
+    });
     flush(&dir2, &server2.url).ok();
     let until = humantime::parse_rfc3339(status(&dir2)["not_before"].as_str().unwrap()).unwrap();
     let d = until.duration_since(std::time::SystemTime::now()).unwrap();
-    assert!(d > Duration::from_secs(23 * 3600) && d <= Duration::from_secs(24 * 3600), "{d:?}");
+    assert!(
+        d > Duration::from_secs(23 * 3600) && d <= Duration::from_secs(24 * 3600),
+        "{d:?}"
+    );
     assert_eq!(queued(&dir2).len(), 1);
 }
 
@@ -148,11 +199,25 @@ fn payload_too_large_splits_until_delivered_and_drops_a_lone_event() {
     let (_t, dir) = temp();
     let ids = fill(&dir, 100);
     // Accept at most 10 events a request.
-    let server = TestServer::start(|_, r| if r.events().len() > 10 { Reply::status(413) } else { Reply::status(200) });
+    let server = TestServer::start(|_, r| {
+        if r.events().len() > 10 {
+            Reply::status(413)
+        } else {
+            Reply::status(200)
+        }
+    });
     let out = flush(&dir, &server.url).ok();
     assert!(out.contains("sent 100"), "{out}");
-    let accepted: Vec<_> = server.requests().into_iter().filter(|r| r.events().len() <= 10).collect();
-    let got: Vec<String> = accepted.iter().flat_map(|r| r.events()).map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    let accepted: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.events().len() <= 10)
+        .collect();
+    let got: Vec<String> = accepted
+        .iter()
+        .flat_map(|r| r.events())
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(got, ids, "every event once, in order");
 
     let (_t2, dir2) = temp();
@@ -183,8 +248,14 @@ fn the_overall_deadline_bounds_a_flush() {
     fill(&dir, 5);
     let server = TestServer::start(|_, _| Reply::Hang);
     let t = Instant::now();
-    spool(&dir).args(["flush", "--endpoint", &server.url, "--timeout", "500ms"]).ok();
-    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    spool(&dir)
+        .args(["flush", "--endpoint", &server.url, "--timeout", "500ms"])
+        .ok();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(queued(&dir).len(), 5);
 }
 
@@ -196,8 +267,15 @@ fn reset_and_refused_connections_keep_events_and_return_quickly() {
         fill(&dir, 7);
         let t = Instant::now();
         let out = flush(&dir, &url).ok();
-        assert!(t.elapsed() < Duration::from_secs(5), "{url}: took {:?}", t.elapsed());
-        assert!(out.contains("remaining 7") && out.contains("backing off"), "{url}: {out}");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{url}: took {:?}",
+            t.elapsed()
+        );
+        assert!(
+            out.contains("remaining 7") && out.contains("backing off"),
+            "{url}: {out}"
+        );
         assert!(queued(&dir).iter().all(|r| r["attempts"] == 1));
     }
     assert!(server.connections() >= 1);
@@ -211,8 +289,13 @@ fn a_huge_response_body_is_not_read_past_the_cap() {
     let out = flush(&dir, &server.url).ok();
     assert!(out.contains("sent 3"), "{out}");
     std::thread::sleep(Duration::from_millis(300));
-    let written = server.huge_bytes_written.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(written < 20 * 1024 * 1024, "the client read the whole 20 MB");
+    let written = server
+        .huge_bytes_written
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        written < 20 * 1024 * 1024,
+        "the client read the whole 20 MB"
+    );
 }
 
 #[test]
@@ -233,7 +316,10 @@ fn expiry_by_attempts_drops_after_the_last_failure() {
     fill(&dir, 2);
     let server = TestServer::answering(500);
     for _ in 0..2 {
-        flush(&dir, &server.url).env("SPOOL_BACKOFF", "1ms").env("SPOOL_MAX_ATTEMPTS", "2").ok();
+        flush(&dir, &server.url)
+            .env("SPOOL_BACKOFF", "1ms")
+            .env("SPOOL_MAX_ATTEMPTS", "2")
+            .ok();
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(server.requests().len(), 2);
@@ -246,18 +332,29 @@ fn expiry_by_attempts_drops_after_the_last_failure() {
 #[test]
 fn opt_out_at_flush_time_makes_no_connection() {
     let server = TestServer::answering(200);
-    for (var, value) in [("SPOOL_TELEMETRY_DISABLED", "1"), ("SPOOL_TELEMETRY", "false"), ("DO_NOT_TRACK", "1")] {
+    for (var, value) in [
+        ("SPOOL_TELEMETRY_DISABLED", "1"),
+        ("SPOOL_TELEMETRY", "false"),
+        ("DO_NOT_TRACK", "1"),
+    ] {
         let (_t, dir) = temp();
         fill(&dir, 3);
         let out = flush(&dir, &server.url).env(var, value).ok();
-        assert!(out.contains("Telemetry is disabled") && out.contains(var), "{out}");
+        assert!(
+            out.contains("Telemetry is disabled") && out.contains(var),
+            "{out}"
+        );
         assert_eq!(queued(&dir).len(), 3, "queue untouched");
     }
     // The persisted choice: events recorded by a host before the user ran `disable`
     // in another terminal.
     let (_t, dir) = temp();
     fill(&dir, 3);
-    eventspool::Spool::builder("spool").dir(&dir).build().update_settings(|s| s.telemetry = Some(false)).unwrap();
+    eventspool::Spool::builder("spool")
+        .dir(&dir)
+        .build()
+        .update_settings(|s| s.telemetry = Some(false))
+        .unwrap();
     let out = flush(&dir, &server.url).ok();
     assert!(out.contains("Telemetry is disabled"), "{out}");
     assert_eq!(queued(&dir).len(), 3);
@@ -282,7 +379,10 @@ fn refused_endpoints_are_clear_errors_before_any_connection() {
     }
     let line = spool(&dir).args(["flush"]).fails();
     assert!(line.contains("no endpoint configured"), "{line}");
-    let line = spool(&dir).args(["flush"]).env("SPOOL_ENDPOINT", "http://example.com/").fails();
+    let line = spool(&dir)
+        .args(["flush"])
+        .env("SPOOL_ENDPOINT", "http://example.com/")
+        .fails();
     assert!(line.contains("only allowed to loopback"), "{line}");
 }
 
@@ -292,23 +392,37 @@ fn endpoint_comes_from_flag_then_env_then_persisted_setting() {
     let persisted = TestServer::answering(200);
     let env = TestServer::answering(200);
     let flag = TestServer::answering(200);
-    let host = eventspool::Spool::builder("spool").dir(&dir).endpoint(&persisted.url).build();
+    let host = eventspool::Spool::builder("spool")
+        .dir(&dir)
+        .endpoint(&persisted.url)
+        .build();
     host.track(eventspool::Event::new("a"));
     spool(&dir).args(["flush"]).ok();
     assert_eq!(persisted.ids().len(), 1);
     fill(&dir, 1);
-    spool(&dir).args(["flush"]).env("SPOOL_ENDPOINT", &env.url).ok();
+    spool(&dir)
+        .args(["flush"])
+        .env("SPOOL_ENDPOINT", &env.url)
+        .ok();
     assert_eq!(env.ids().len(), 1);
     fill(&dir, 1);
-    spool(&dir).args(["flush", "--endpoint", &flag.url]).env("SPOOL_ENDPOINT", &env.url).ok();
-    assert_eq!((flag.ids().len(), env.ids().len(), persisted.ids().len()), (1, 1, 1));
+    spool(&dir)
+        .args(["flush", "--endpoint", &flag.url])
+        .env("SPOOL_ENDPOINT", &env.url)
+        .ok();
+    assert_eq!(
+        (flag.ids().len(), env.ids().len(), persisted.ids().len()),
+        (1, 1, 1)
+    );
 }
 
 #[test]
 fn a_redirect_to_another_scheme_is_not_followed() {
     let (_t, dir) = temp();
     fill(&dir, 1);
-    let server = TestServer::start(|_, _| Reply::with_header(307, "Location", "https://127.0.0.1:1/elsewhere"));
+    let server = TestServer::start(|_, _| {
+        Reply::with_header(307, "Location", "https://127.0.0.1:1/elsewhere")
+    });
     let out = flush(&dir, &server.url).ok();
     assert!(out.contains("remaining 1"), "{out}");
     assert_eq!(server.requests().len(), 1);

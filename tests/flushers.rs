@@ -10,21 +10,30 @@ fn sigkill_mid_request_lets_the_next_flush_take_over_at_once() {
     let (_t, dir) = temp();
     let ids = fill(&dir, 300);
     let server = TestServer::start(|_, _| Reply::Hang);
-    let mut child = spool(&dir).args(["flush", "--endpoint", &server.url]).spawn();
+    let mut child = spool(&dir)
+        .args(["flush", "--endpoint", &server.url])
+        .spawn();
     server.wait_for_requests(1, Duration::from_secs(10));
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     server.set_handler(|_, _| Reply::status(200));
     let t = Instant::now();
     let out = spool(&dir).args(["flush", "--endpoint", &server.url]).ok();
-    assert!(!out.contains("Another flush"), "the dead holder's lease was not taken over: {out}");
+    assert!(
+        !out.contains("Another flush"),
+        "the dead holder's lease was not taken over: {out}"
+    );
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(queued(&dir).is_empty(), "{out}");
     // The held batch was never acknowledged, so it is sent again: at most one batch twice.
     let got = server.ids();
     let unique: std::collections::HashSet<_> = got.iter().collect();
     assert_eq!(unique.len(), 300);
-    assert!(got.len() - unique.len() <= 100, "{} duplicates", got.len() - unique.len());
+    assert!(
+        got.len() - unique.len() <= 100,
+        "{} duplicates",
+        got.len() - unique.len()
+    );
     assert!(ids.iter().all(|id| unique.contains(id)));
 }
 
@@ -36,11 +45,21 @@ fn two_flush_processes_at_once_deliver_every_event_once() {
         std::thread::sleep(Duration::from_millis(30));
         Reply::status(200)
     });
-    let a = spool(&dir).args(["flush", "--endpoint", &server.url]).env("SPOOL_BATCH_SIZE", "50").spawn();
-    let b = spool(&dir).args(["flush", "--endpoint", &server.url]).env("SPOOL_BATCH_SIZE", "50").spawn();
+    let a = spool(&dir)
+        .args(["flush", "--endpoint", &server.url])
+        .env("SPOOL_BATCH_SIZE", "50")
+        .spawn();
+    let b = spool(&dir)
+        .args(["flush", "--endpoint", &server.url])
+        .env("SPOOL_BATCH_SIZE", "50")
+        .spawn();
     for c in [a, b] {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // One of them may have found the lease taken; finish with a third.
     spool(&dir).args(["flush", "--endpoint", &server.url]).ok();
@@ -52,7 +71,10 @@ fn two_flush_processes_at_once_deliver_every_event_once() {
 fn background_close_returns_within_its_limit_when_the_endpoint_hangs() {
     let (_t, dir) = temp();
     let server = TestServer::start(|_, _| Reply::Hang);
-    let spool = eventspool::Spool::builder("spool").dir(&dir).endpoint(&server.url).build();
+    let spool = eventspool::Spool::builder("spool")
+        .dir(&dir)
+        .endpoint(&server.url)
+        .build();
     for i in 0..5 {
         spool.track(eventspool::Event::new("bg").property("i", i));
     }
@@ -69,7 +91,10 @@ fn background_close_returns_within_its_limit_when_the_endpoint_hangs() {
 fn background_flusher_delivers_and_close_flushes_the_rest() {
     let (_t, dir) = temp();
     let server = TestServer::answering(200);
-    let spool = eventspool::Spool::builder("spool").dir(&dir).endpoint(&server.url).build();
+    let spool = eventspool::Spool::builder("spool")
+        .dir(&dir)
+        .endpoint(&server.url)
+        .build();
     let flusher = spool.start_background_flusher(Duration::from_secs(3600));
     spool.track(eventspool::Event::new("late"));
     assert!(flusher.close(Duration::from_secs(5)));
@@ -81,7 +106,8 @@ fn exited(pid: u32) -> bool {
     // SAFETY: signal 0 only probes for existence.
     let gone = unsafe { libc::kill(pid as i32, 0) } != 0;
     let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-        s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
     });
     gone || zombie
 }
@@ -92,12 +118,33 @@ fn detached_child_ends_within_its_lifetime_when_the_endpoint_hangs() {
     fill(&dir, 5);
     let server = TestServer::start(|_, _| Reply::Hang);
     let t = Instant::now();
-    let out = spool(&dir).args(["flush", "--detach", "--timeout", "1s", "--endpoint", &server.url]).ok();
-    assert!(t.elapsed() < Duration::from_secs(2), "the parent waited: {:?}", t.elapsed());
-    let pid: u32 = out.trim().trim_start_matches("Flushing in the background (pid ").trim_end_matches(").").parse().expect(&out);
+    let out = spool(&dir)
+        .args([
+            "flush",
+            "--detach",
+            "--timeout",
+            "1s",
+            "--endpoint",
+            &server.url,
+        ])
+        .ok();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the parent waited: {:?}",
+        t.elapsed()
+    );
+    let pid: u32 = out
+        .trim()
+        .trim_start_matches("Flushing in the background (pid ")
+        .trim_end_matches(").")
+        .parse()
+        .expect(&out);
     server.wait_for_requests(1, Duration::from_secs(5));
     while !exited(pid) {
-        assert!(t.elapsed() < Duration::from_secs(6), "detached child {pid} outlived its lifetime");
+        assert!(
+            t.elapsed() < Duration::from_secs(6),
+            "detached child {pid} outlived its lifetime"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(queued(&dir).len(), 5, "events stay queued after the hang");
@@ -108,19 +155,29 @@ fn detached_flush_delivers_and_spawns_nothing_when_disabled_or_empty() {
     let (_t, dir) = temp();
     let ids = fill(&dir, 20);
     let server = TestServer::answering(200);
-    let out = spool(&dir).args(["flush", "--detach", "--endpoint", &server.url]).env("DO_NOT_TRACK", "1").ok();
+    let out = spool(&dir)
+        .args(["flush", "--detach", "--endpoint", &server.url])
+        .env("DO_NOT_TRACK", "1")
+        .ok();
     assert!(out.contains("Nothing to flush"), "{out}");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(server.connections(), 0);
 
-    let out = spool(&dir).args(["flush", "--detach", "--endpoint", &server.url]).ok();
+    let out = spool(&dir)
+        .args(["flush", "--detach", "--endpoint", &server.url])
+        .ok();
     assert!(out.contains("pid"), "{out}");
     let t = Instant::now();
     while !queued(&dir).is_empty() {
-        assert!(t.elapsed() < Duration::from_secs(10), "detached child did not deliver");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "detached child did not deliver"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_delivered_once(&server, &ids);
-    let out = spool(&dir).args(["flush", "--detach", "--endpoint", &server.url]).ok();
+    let out = spool(&dir)
+        .args(["flush", "--detach", "--endpoint", &server.url])
+        .ok();
     assert!(out.contains("Nothing to flush"), "empty queue: {out}");
 }

@@ -9,16 +9,30 @@ use crate::util::{files_in, queued, spool, spool_bin, status, temp};
 fn caps_drop_the_oldest_and_count_them() {
     let (_t, dir) = temp();
     for i in 0..8 {
-        spool(&dir).args(["track", "e", "-p", &format!("i={i}")]).env("SPOOL_MAX_EVENTS", "5").ok();
+        spool(&dir)
+            .args(["track", "e", "-p", &format!("i={i}")])
+            .env("SPOOL_MAX_EVENTS", "5")
+            .ok();
     }
-    let kept: Vec<String> = queued(&dir).iter().map(|r| r["payload"]["properties"]["i"].as_str().unwrap().to_string()).collect();
+    let kept: Vec<String> = queued(&dir)
+        .iter()
+        .map(|r| {
+            r["payload"]["properties"]["i"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(kept, ["3", "4", "5", "6", "7"]);
     assert_eq!(status(&dir)["dropped"]["cap"], 3);
 
     // The byte cap: each event is about 450 bytes, so 2 KiB holds four.
     let (_t2, dir2) = temp();
     for i in 0..6 {
-        spool(&dir2).args(["track", "e", "-p", &format!("i={i}")]).env("SPOOL_MAX_BYTES", "2KiB").ok();
+        spool(&dir2)
+            .args(["track", "e", "-p", &format!("i={i}")])
+            .env("SPOOL_MAX_BYTES", "2KiB")
+            .ok();
     }
     let s = status(&dir2);
     assert!(s["bytes"].as_u64().unwrap() <= 2048, "{s}");
@@ -30,9 +44,21 @@ fn caps_drop_the_oldest_and_count_them() {
 #[test]
 fn permissions_are_private_under_umask_000() {
     let (_t, dir) = temp();
-    let script = format!("umask 000; exec '{}' --dir '{}' track e", spool_bin(), dir.display());
-    let out = std::process::Command::new("sh").args(["-c", &script]).env_remove("DO_NOT_TRACK").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let script = format!(
+        "umask 000; exec '{}' --dir '{}' track e",
+        spool_bin(),
+        dir.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env_remove("DO_NOT_TRACK")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
     for f in files_in(&dir) {
@@ -44,7 +70,9 @@ fn permissions_are_private_under_umask_000() {
 
 #[test]
 fn corrupt_queue_files_are_set_aside_and_a_fresh_queue_started() {
-    let random: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let random: Vec<u8> = (0..8192u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("random bytes", random),
         ("text", b"this is not a database, just a note\n".repeat(200)),
@@ -57,13 +85,20 @@ fn corrupt_queue_files_are_set_aside_and_a_fresh_queue_started() {
         std::fs::write(dir.join("queue.db"), &bytes).unwrap();
         spool(&dir).args(["track", "after"]).ok();
         assert_eq!(queued(&dir).len(), 1, "{what}");
-        let aside: Vec<String> = files_in(&dir).into_iter().filter(|f| f.starts_with("queue.db.corrupt-")).collect();
+        let aside: Vec<String> = files_in(&dir)
+            .into_iter()
+            .filter(|f| f.starts_with("queue.db.corrupt-"))
+            .collect();
         if bytes.is_empty() {
             // SQLite treats an empty file as an empty database: nothing to keep.
             assert!(aside.is_empty(), "{what}: {aside:?}");
         } else {
             assert_eq!(aside.len(), 1, "{what}: {:?}", files_in(&dir));
-            assert_eq!(std::fs::read(dir.join(&aside[0])).unwrap(), bytes, "{what}: the original is kept intact");
+            assert_eq!(
+                std::fs::read(dir.join(&aside[0])).unwrap(),
+                bytes,
+                "{what}: the original is kept intact"
+            );
         }
     }
 }
@@ -73,14 +108,22 @@ fn a_database_of_another_application_is_set_aside_not_used() {
     let (_t, dir) = temp();
     std::fs::create_dir_all(&dir).unwrap();
     let conn = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
-    conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');").unwrap();
+    conn.execute_batch("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine');")
+        .unwrap();
     drop(conn);
     spool(&dir).args(["track", "e"]).ok();
     assert_eq!(queued(&dir).len(), 1);
-    let aside: Vec<String> = files_in(&dir).into_iter().filter(|f| f.starts_with("queue.db.corrupt-") && !f.ends_with("-wal") && !f.ends_with("-shm")).collect();
+    let aside: Vec<String> = files_in(&dir)
+        .into_iter()
+        .filter(|f| {
+            f.starts_with("queue.db.corrupt-") && !f.ends_with("-wal") && !f.ends_with("-shm")
+        })
+        .collect();
     assert_eq!(aside.len(), 1);
     let old = rusqlite::Connection::open(dir.join(&aside[0])).unwrap();
-    let body: String = old.query_row("SELECT body FROM notes", [], |r| r.get(0)).unwrap();
+    let body: String = old
+        .query_row("SELECT body FROM notes", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(body, "mine");
 }
 
@@ -93,8 +136,21 @@ fn eight_processes_tracking_at_once_lose_nothing() {
             std::thread::spawn(move || {
                 let mut ids = Vec::new();
                 for i in 0..100 {
-                    let out = spool(&dir).args(["track", "concurrent", "-p", &format!("lane={lane}"), "-p", &format!("i={i}")]).run();
-                    assert!(out.status.success(), "lane {lane} #{i}: {}", String::from_utf8_lossy(&out.stderr));
+                    let out = spool(&dir)
+                        .args([
+                            "track",
+                            "concurrent",
+                            "-p",
+                            &format!("lane={lane}"),
+                            "-p",
+                            &format!("i={i}"),
+                        ])
+                        .run();
+                    assert!(
+                        out.status.success(),
+                        "lane {lane} #{i}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                     ids.push(String::from_utf8(out.stdout).unwrap().trim().to_string());
                 }
                 ids
@@ -106,9 +162,20 @@ fn eight_processes_tracking_at_once_lose_nothing() {
     assert_eq!(rows.len(), 800);
     let ids: HashSet<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), 800, "ids are distinct");
-    assert_eq!(ids, printed.iter().map(String::as_str).collect(), "every printed id is queued");
-    let anon: HashSet<&str> = rows.iter().map(|r| r["payload"]["anonymous_id"].as_str().unwrap()).collect();
-    assert_eq!(anon.len(), 1, "one anonymous id per install, even when created concurrently");
+    assert_eq!(
+        ids,
+        printed.iter().map(String::as_str).collect(),
+        "every printed id is queued"
+    );
+    let anon: HashSet<&str> = rows
+        .iter()
+        .map(|r| r["payload"]["anonymous_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        anon.len(),
+        1,
+        "one anonymous id per install, even when created concurrently"
+    );
 }
 
 #[test]

@@ -7,17 +7,40 @@ use crate::util::{queued, spool, temp};
 #[test]
 fn track_list_show_clear_round_trip() {
     let (_t, dir) = temp();
-    let id = spool(&dir).args(["track", "cli_invoked", "-p", "command=build", "-p", "count:=3"]).ok();
+    let id = spool(&dir)
+        .args([
+            "track",
+            "cli_invoked",
+            "-p",
+            "command=build",
+            "-p",
+            "count:=3",
+        ])
+        .ok();
     let id = id.trim().to_string();
-    spool(&dir).args(["track", "job.finished", "--props", r#"{"success": true, "error.message": "x"}"#]).ok();
+    spool(&dir)
+        .args([
+            "track",
+            "job.finished",
+            "--props",
+            r#"{"success": true, "error.message": "x"}"#,
+        ])
+        .ok();
 
     let table = spool(&dir).args(["list"]).ok();
-    assert!(table.contains("cli_invoked") && table.contains("job.finished") && table.contains(&id), "{table}");
+    assert!(
+        table.contains("cli_invoked") && table.contains("job.finished") && table.contains(&id),
+        "{table}"
+    );
 
     let rows = queued(&dir);
     assert_eq!(rows.len(), 2);
     for field in ["id", "event", "created_at", "attempts", "payload"] {
-        assert!(rows[0].get(field).is_some(), "missing {field} in {}", rows[0]);
+        assert!(
+            rows[0].get(field).is_some(),
+            "missing {field} in {}",
+            rows[0]
+        );
     }
     assert_eq!(rows[0]["id"], id.as_str());
     assert_eq!(rows[0]["event"], "cli_invoked");
@@ -30,18 +53,28 @@ fn track_list_show_clear_round_trip() {
     for key in ["timestamp", "anonymous_id", "session_id", "context"] {
         assert!(payload.get(key).is_some(), "payload lacks {key}");
     }
-    assert_eq!(rows[0]["payload"]["anonymous_id"], rows[1]["payload"]["anonymous_id"]);
+    assert_eq!(
+        rows[0]["payload"]["anonymous_id"],
+        rows[1]["payload"]["anonymous_id"]
+    );
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
 
     // `show` prints the payload pretty, identical in content; a unique prefix works.
     let shown: Value = serde_json::from_str(&spool(&dir).args(["show", &id]).ok()).unwrap();
     assert_eq!(&shown, payload);
-    let by_prefix: Value = serde_json::from_str(&spool(&dir).args(["show", &id[..20]]).ok()).unwrap();
+    let by_prefix: Value =
+        serde_json::from_str(&spool(&dir).args(["show", &id[..20]]).ok()).unwrap();
     assert_eq!(&by_prefix, payload);
 
-    assert_eq!(spool(&dir).args(["clear"]).ok().trim(), "Removed 2 queued events.");
+    assert_eq!(
+        spool(&dir).args(["clear"]).ok().trim(),
+        "Removed 2 queued events."
+    );
     assert!(queued(&dir).is_empty());
-    assert_eq!(spool(&dir).args(["list"]).ok().trim(), "The queue is empty.");
+    assert_eq!(
+        spool(&dir).args(["list"]).ok().trim(),
+        "The queue is empty."
+    );
 }
 
 #[test]
@@ -54,7 +87,10 @@ fn list_limit_shows_the_oldest_first() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let is: Vec<u64> = rows.iter().map(|r| r["payload"]["properties"]["i"].as_u64().unwrap()).collect();
+    let is: Vec<u64> = rows
+        .iter()
+        .map(|r| r["payload"]["properties"]["i"].as_u64().unwrap())
+        .collect();
     assert_eq!(is, [0, 1, 2]);
 }
 
@@ -64,8 +100,13 @@ fn stored_payload_is_byte_for_byte_what_list_json_shows() {
     let id = spool(&dir).args(["track", "e", "-p", "k=v"]).ok();
     let line = spool(&dir).args(["list", "--json"]).ok();
     let conn = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
-    let stored: String = conn.query_row("SELECT payload FROM events", [], |r| r.get(0)).unwrap();
-    assert!(line.contains(&format!("\"payload\":{stored}")), "{line}\n{stored}");
+    let stored: String = conn
+        .query_row("SELECT payload FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        line.contains(&format!("\"payload\":{stored}")),
+        "{line}\n{stored}"
+    );
     assert!(stored.contains(id.trim()));
 }
 
@@ -77,19 +118,87 @@ fn bad_input_is_one_line_error_and_loses_nothing() {
     crate::util::fill(&dir, 3);
     let before = queued(&dir);
     let big = format!("big={}", "y".repeat(40 * 1024));
-    let cases: Vec<(Vec<&std::ffi::OsStr>, Vec<(&str, &str)>, &str)> = vec![
-        (vec!["track".as_ref(), "bad name".as_ref()], vec![], "invalid event name"),
-        (vec!["track".as_ref(), "".as_ref()], vec![], "invalid event name"),
-        (vec!["track".as_ref(), "e".as_ref(), "--props".as_ref(), "{nope".as_ref()], vec![], "--props is not valid JSON"),
-        (vec!["track".as_ref(), "e".as_ref(), "--props".as_ref(), "[1,2]".as_ref()], vec![], "expected a JSON object"),
-        (vec!["track".as_ref(), "e".as_ref(), "-p".as_ref(), "novalue".as_ref()], vec![], "-p expects key=value"),
-        (vec!["track".as_ref(), "e".as_ref(), "-p".as_ref(), big.as_ref()], vec![], "over the 32768-byte limit"),
-        (vec!["track".as_ref(), "e".as_ref(), "--frobnicate".as_ref()], vec![], "unexpected argument '--frobnicate'"),
-        (vec!["show".as_ref(), "0000-no-such-id".as_ref()], vec![], "no queued event with id"),
-        (vec!["track".as_ref(), "e".as_ref()], vec![("SPOOL_MAX_EVENTS", "lots")], "SPOOL_MAX_EVENTS"),
-        (vec!["track".as_ref(), "e".as_ref()], vec![("SPOOL_MAX_AGE", "forever")], "SPOOL_MAX_AGE"),
-        (vec!["track".as_ref(), std::ffi::OsStr::from_bytes(b"bad\xffname")], vec![], "invalid UTF-8"),
-        (vec!["frobnicate".as_ref()], vec![], "unrecognized subcommand"),
+    // (arguments, environment, what the error line must say)
+    type Case<'a> = (Vec<&'a std::ffi::OsStr>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            vec!["track".as_ref(), "bad name".as_ref()],
+            vec![],
+            "invalid event name",
+        ),
+        (
+            vec!["track".as_ref(), "".as_ref()],
+            vec![],
+            "invalid event name",
+        ),
+        (
+            vec![
+                "track".as_ref(),
+                "e".as_ref(),
+                "--props".as_ref(),
+                "{nope".as_ref(),
+            ],
+            vec![],
+            "--props is not valid JSON",
+        ),
+        (
+            vec![
+                "track".as_ref(),
+                "e".as_ref(),
+                "--props".as_ref(),
+                "[1,2]".as_ref(),
+            ],
+            vec![],
+            "expected a JSON object",
+        ),
+        (
+            vec![
+                "track".as_ref(),
+                "e".as_ref(),
+                "-p".as_ref(),
+                "novalue".as_ref(),
+            ],
+            vec![],
+            "-p expects key=value",
+        ),
+        (
+            vec!["track".as_ref(), "e".as_ref(), "-p".as_ref(), big.as_ref()],
+            vec![],
+            "over the 32768-byte limit",
+        ),
+        (
+            vec!["track".as_ref(), "e".as_ref(), "--frobnicate".as_ref()],
+            vec![],
+            "unexpected argument '--frobnicate'",
+        ),
+        (
+            vec!["show".as_ref(), "0000-no-such-id".as_ref()],
+            vec![],
+            "no queued event with id",
+        ),
+        (
+            vec!["track".as_ref(), "e".as_ref()],
+            vec![("SPOOL_MAX_EVENTS", "lots")],
+            "SPOOL_MAX_EVENTS",
+        ),
+        (
+            vec!["track".as_ref(), "e".as_ref()],
+            vec![("SPOOL_MAX_AGE", "forever")],
+            "SPOOL_MAX_AGE",
+        ),
+        (
+            vec![
+                "track".as_ref(),
+                std::ffi::OsStr::from_bytes(b"bad\xffname"),
+            ],
+            vec![],
+            "invalid UTF-8",
+        ),
+        (
+            vec!["frobnicate".as_ref()],
+            vec![],
+            "unrecognized subcommand",
+        ),
     ];
     for (args, env, want) in cases {
         let mut cmd = spool(&dir).args(&args);
@@ -113,7 +222,8 @@ fn personal_data_never_reaches_the_stored_payload() {
         "token=auth with ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789".to_string(),
         "ip=connect 203.0.113.77:443 refused".to_string(),
         "url=GET https://api.example.com/v1?api_key=hunter2hunter2 failed".to_string(),
-        "auth=Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl".to_string(),
+        "auth=Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJl"
+            .to_string(),
     ];
     let mut args = vec!["track".to_string(), "canary".to_string()];
     for c in &canaries {
@@ -134,10 +244,19 @@ fn personal_data_never_reaches_the_stored_payload() {
         "eyJhbGciOiJIUzI1NiJ9".into(),
     ] {
         assert!(!payload.contains(&secret), "{secret} leaked into {payload}");
-        assert!(!raw.contains(&secret), "{secret} leaked into the queue file");
+        assert!(
+            !raw.contains(&secret),
+            "{secret} leaked into the queue file"
+        );
     }
-    assert!(payload.contains("~/projects/secret-plan/main.rs"), "{payload}");
-    assert!(payload.contains("https://api.example.com/v1?<redacted>"), "{payload}");
+    assert!(
+        payload.contains("~/projects/secret-plan/main.rs"),
+        "{payload}"
+    );
+    assert!(
+        payload.contains("https://api.example.com/v1?<redacted>"),
+        "{payload}"
+    );
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //! - `queue_storage`: caps, permissions, corrupt-file recovery, concurrent writers
 //! - `delivery`: batches, retries, `Retry-After`, drops, splitting, timeouts, expiry, endpoints
 //! - `flushers`: the lease under SIGKILL and concurrency, background and detached flushers
+// Tests state what they expect with unwrap: a failure there is the test failing.
+#![allow(clippy::unwrap_used)]
 
 mod util;
 

@@ -56,14 +56,23 @@ impl Spool {
     }
 
     pub fn spawn(mut self) -> std::process::Child {
-        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spool starts")
+        self.cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spool starts")
     }
 
     /// Runs, asserts exit 0, returns stdout.
     #[track_caller]
     pub fn ok(self) -> String {
         let out = self.run();
-        assert!(out.status.success(), "spool failed: {}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "spool failed: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
@@ -73,10 +82,21 @@ impl Spool {
     pub fn fails(self) -> String {
         let out = self.run();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "expected failure, got success; stdout: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "expected failure, got success; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert_ne!(out.status.code(), None, "killed by a signal: {stderr}");
-        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "panic: {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "want one line, got: {stderr:?}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "panic: {stderr}"
+        );
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "want one line, got: {stderr:?}"
+        );
         assert!(stderr.starts_with("spool: error: "), "{stderr}");
         stderr.trim_end().to_string()
     }
@@ -96,7 +116,9 @@ pub fn queued(dir: &Path) -> Vec<Value> {
 /// Names of the entries in `dir` (empty if it does not exist).
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect(),
+        Ok(rd) => rd
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(_) => Vec::new(),
     };
     names.sort();
@@ -106,7 +128,9 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 /// Records `n` events in-process through the library, fast.
 pub fn fill(dir: &Path, n: usize) -> Vec<String> {
     let spool = eventspool::Spool::builder("spool").dir(dir).build();
-    let events = (0..n).map(|i| eventspool::Event::new("filled").property("i", i as u64)).collect();
+    let events = (0..n)
+        .map(|i| eventspool::Event::new("filled").property("i", i as u64))
+        .collect();
     spool
         .try_track_batch(events)
         .expect("fill")
@@ -153,7 +177,10 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The events in the body: the batch's, or the one bare event.
@@ -179,7 +206,9 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server; `handler` gets the request's index (0-based) and the request.
-    pub fn start(handler: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static) -> TestServer {
+    pub fn start(
+        handler: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static,
+    ) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}/v1/events", listener.local_addr().expect("addr"));
         let server = TestServer {
@@ -203,8 +232,15 @@ impl TestServer {
                 match listener.accept() {
                     Ok((stream, _)) => {
                         connections.fetch_add(1, Ordering::SeqCst);
-                        let (received, stop, handler, huge) = (received.clone(), stop.clone(), handler.clone(), huge.clone());
-                        std::thread::spawn(move || serve_conn(stream, received, stop, handler, huge));
+                        let (received, stop, handler, huge) = (
+                            received.clone(),
+                            stop.clone(),
+                            handler.clone(),
+                            huge.clone(),
+                        );
+                        std::thread::spawn(move || {
+                            serve_conn(stream, received, stop, handler, huge)
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -234,7 +270,10 @@ impl TestServer {
 
     /// Ids of every event received, with repeats.
     pub fn ids(&self) -> Vec<String> {
-        self.events().iter().map(|e| e["id"].as_str().expect("id").to_string()).collect()
+        self.events()
+            .iter()
+            .map(|e| e["id"].as_str().expect("id").to_string())
+            .collect()
     }
 
     pub fn connections(&self) -> usize {
@@ -246,7 +285,11 @@ impl TestServer {
     pub fn wait_for_requests(&self, n: usize, within: Duration) {
         let t = Instant::now();
         while self.received.lock().unwrap().len() < n {
-            assert!(t.elapsed() < within, "only {} of {n} requests arrived", self.received.lock().unwrap().len());
+            assert!(
+                t.elapsed() < within,
+                "only {} of {n} requests arrived",
+                self.received.lock().unwrap().len()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -307,14 +350,22 @@ fn serve_conn(
         if reader.read_exact(&mut raw).is_err() {
             return;
         }
-        let gz = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-encoding") && v.eq_ignore_ascii_case("gzip"));
+        let gz = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("content-encoding") && v.eq_ignore_ascii_case("gzip")
+        });
         if gz {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).expect("valid gzip");
+            flate2::read::GzDecoder::new(&raw[..])
+                .read_to_end(&mut out)
+                .expect("valid gzip");
             raw = out;
         }
         let body: Value = serde_json::from_slice(&raw).expect("request body is JSON");
-        let req = Received { at: Instant::now(), headers, body };
+        let req = Received {
+            at: Instant::now(),
+            headers,
+            body,
+        };
         let index = {
             let mut r = received.lock().unwrap();
             r.push(req.clone());
@@ -328,7 +379,11 @@ fn serve_conn(
                     resp.push_str(&format!("{k}: {v}\r\n"));
                 }
                 resp.push_str("\r\n");
-                if stream.write_all(resp.as_bytes()).and_then(|_| stream.write_all(&body)).is_err() {
+                if stream
+                    .write_all(resp.as_bytes())
+                    .and_then(|_| stream.write_all(&body))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -368,7 +423,10 @@ fn serve_conn(
 /// Closes with RST instead of FIN (SO_LINGER 0).
 fn reset(stream: &TcpStream) {
     use std::os::fd::AsRawFd;
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: setsockopt on a socket we own with a correctly sized struct.
     unsafe {
         libc::setsockopt(

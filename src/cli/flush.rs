@@ -48,16 +48,40 @@ pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let dropped: Vec<String> = report.dropped.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    let dropped = if dropped.is_empty() { "0".to_string() } else { format!("{} ({})", report.dropped_total(), dropped.join(", ")) };
+    let dropped: Vec<String> = report
+        .dropped
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    let dropped = if dropped.is_empty() {
+        "0".to_string()
+    } else {
+        format!("{} ({})", report.dropped_total(), dropped.join(", "))
+    };
     match &report.end {
-        FlushEnd::Disabled { reason } => writeln!(out, "Telemetry is disabled ({reason}); nothing sent.")?,
-        FlushEnd::Busy { pid } => writeln!(out, "Another flush (pid {pid}) holds the queue; nothing sent.")?,
+        FlushEnd::Disabled { reason } => {
+            writeln!(out, "Telemetry is disabled ({reason}); nothing sent.")?
+        }
+        FlushEnd::Busy { pid } => writeln!(
+            out,
+            "Another flush (pid {pid}) holds the queue; nothing sent."
+        )?,
         end => {
-            writeln!(out, "sent {}, dropped {dropped}, remaining {}", report.sent, report.remaining)?;
+            writeln!(
+                out,
+                "sent {}, dropped {dropped}, remaining {}",
+                report.sent, report.remaining
+            )?;
             match end {
-                FlushEnd::BackingOff { until } => writeln!(out, "The endpoint is backing off: next attempt after {until}.")?,
-                FlushEnd::Deadline => writeln!(out, "Stopped at the {} deadline; run again to continue.", args.timeout)?,
+                FlushEnd::BackingOff { until } => writeln!(
+                    out,
+                    "The endpoint is backing off: next attempt after {until}."
+                )?,
+                FlushEnd::Deadline => writeln!(
+                    out,
+                    "Stopped at the {} deadline; run again to continue.",
+                    args.timeout
+                )?,
                 _ => {}
             }
         }
@@ -65,7 +89,12 @@ pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow
     Ok(())
 }
 
-fn detach(spool: &Spool, endpoint: Option<String>, lifetime: Duration, out: &mut dyn Write) -> anyhow::Result<()> {
+fn detach(
+    spool: &Spool,
+    endpoint: Option<String>,
+    lifetime: Duration,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let spool = match endpoint {
         Some(url) => {
             let mut b = Spool::builder(spool.app()).endpoint(url);
@@ -88,7 +117,8 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
         return None;
     }
     let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {msg}") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events {msg}")
+    {
         bar.set_style(style);
     }
     Some(bar)

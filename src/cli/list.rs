@@ -41,8 +41,17 @@ pub(super) fn run(spool: &Spool, args: ListArgs, out: &mut dyn Write) -> anyhow:
         writeln!(out, "The queue is empty.")?;
         return Ok(());
     }
-    let width = events.iter().map(|e| e.event.len()).max().unwrap_or(5).max(5);
-    writeln!(out, "{:<36}  {:<width$}  {:<24}  {:>8}  {:>6}", "ID", "EVENT", "CREATED", "ATTEMPTS", "BYTES")?;
+    let width = events
+        .iter()
+        .map(|e| e.event.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    writeln!(
+        out,
+        "{:<36}  {:<width$}  {:<24}  {:>8}  {:>6}",
+        "ID", "EVENT", "CREATED", "ATTEMPTS", "BYTES"
+    )?;
     for e in &events {
         writeln!(
             out,
@@ -56,7 +65,12 @@ pub(super) fn run(spool: &Spool, args: ListArgs, out: &mut dyn Write) -> anyhow:
     }
     let status = spool.status()?;
     if status.queue.events as usize > events.len() {
-        writeln!(out, "({} of {} queued events shown)", events.len(), status.queue.events)?;
+        writeln!(
+            out,
+            "({} of {} queued events shown)",
+            events.len(),
+            status.queue.events
+        )?;
     }
     Ok(())
 }

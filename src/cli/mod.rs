@@ -22,7 +22,11 @@ mod track;
 
 /// `spool`: see and manage the local telemetry queue of an app.
 #[derive(Debug, Parser)]
-#[command(name = "spool", version, about = "Local-first usage telemetry: record, inspect, purge and send queued events")]
+#[command(
+    name = "spool",
+    version,
+    about = "Local-first usage telemetry: record, inspect, purge and send queued events"
+)]
 pub struct Cli {
     /// Where the queue lives, and whose.
     #[command(flatten)]
@@ -36,7 +40,13 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// App whose telemetry to manage (its config directory holds the queue)
-    #[arg(long, global = true, env = "SPOOL_APP", default_value = "spool", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_APP",
+        default_value = "spool",
+        value_name = "NAME"
+    )]
     pub app: String,
     /// Queue directory, instead of the app's config directory
     #[arg(long, global = true, env = "SPOOL_DIR", value_name = "PATH")]
@@ -115,7 +125,9 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
                 return ExitCode::SUCCESS;
             }
             let line = format!("{e:#}").replace(['\n', '\r'], " ");
@@ -129,13 +141,22 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
 pub fn usage_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
-            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS }
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         _ => {
             let text = e.render().to_string();
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
             let first = first.trim_start_matches("error: ");
             eprintln!("spool: error: {first} (see --help)");
             ExitCode::from(2)

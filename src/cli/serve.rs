@@ -31,8 +31,13 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.addr))?;
         let addr = listener.local_addr()?;
-        let saved = args.out.as_ref().map_or_else(|| "not saved".to_string(), |p| format!("appended to {}", p.display()));
-        eprintln!("spool serve: listening on http://{addr}/ (a development sink; events printed, {saved})");
+        let saved = args.out.as_ref().map_or_else(
+            || "not saved".to_string(),
+            |p| format!("appended to {}", p.display()),
+        );
+        eprintln!(
+            "spool serve: listening on http://{addr}/ (a development sink; events printed, {saved})"
+        );
         tokio::select! {
             r = crate::serve(listener, collector) => r.context("server failed"),
             _ = tokio::signal::ctrl_c() => Ok(()),

@@ -40,19 +40,48 @@ pub(super) fn run(spool: &Spool, args: StatusArgs, out: &mut dyn Write) -> anyho
         writeln!(out, "{v}")?;
         return Ok(());
     }
-    let on = if s.consent.enabled { "enabled" } else { "disabled" };
+    let on = if s.consent.enabled {
+        "enabled"
+    } else {
+        "disabled"
+    };
     writeln!(out, "telemetry:  {on} ({})", s.consent.reason)?;
     if s.debug {
-        writeln!(out, "debug:      on (events are printed to stderr, not queued)")?;
+        writeln!(
+            out,
+            "debug:      on (events are printed to stderr, not queued)"
+        )?;
     }
     writeln!(out, "app:        {}", s.app)?;
-    writeln!(out, "dir:        {}", s.dir.as_ref().map_or("(no home directory)".into(), |d| d.display().to_string()))?;
-    writeln!(out, "endpoint:   {}", s.endpoint.as_deref().unwrap_or("(none)"))?;
+    writeln!(
+        out,
+        "dir:        {}",
+        s.dir
+            .as_ref()
+            .map_or("(no home directory)".into(), |d| d.display().to_string())
+    )?;
+    writeln!(
+        out,
+        "endpoint:   {}",
+        s.endpoint.as_deref().unwrap_or("(none)")
+    )?;
     writeln!(out, "queued:     {} events, {} bytes", q.events, q.bytes)?;
-    writeln!(out, "oldest:     {}", time(q.oldest).unwrap_or_else(|| "-".into()))?;
+    writeln!(
+        out,
+        "oldest:     {}",
+        time(q.oldest).unwrap_or_else(|| "-".into())
+    )?;
     writeln!(out, "sent:       {}", q.sent)?;
     let dropped: Vec<String> = q.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    writeln!(out, "dropped:    {}", if dropped.is_empty() { "none".into() } else { dropped.join(", ") })?;
+    writeln!(
+        out,
+        "dropped:    {}",
+        if dropped.is_empty() {
+            "none".into()
+        } else {
+            dropped.join(", ")
+        }
+    )?;
     if let Some(nb) = q.not_before.filter(|t| *t > crate::now_ms()) {
         writeln!(out, "backoff:    no delivery before {}", rfc3339_ms(nb))?;
     }
@@ -66,5 +95,11 @@ pub(super) fn run(spool: &Spool, args: StatusArgs, out: &mut dyn Write) -> anyho
 fn summarize_flush(f: &serde_json::Value) -> String {
     let at = f.get("finished_at").and_then(|v| v.as_str()).unwrap_or("?");
     let n = |k: &str| f.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-    format!("{at}: sent {}, dropped {}, retried {}, remaining {}", n("sent"), n("dropped_total"), n("retried"), n("remaining"))
+    format!(
+        "{at}: sent {}, dropped {}, retried {}, remaining {}",
+        n("sent"),
+        n("dropped_total"),
+        n("retried"),
+        n("remaining")
+    )
 }

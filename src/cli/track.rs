@@ -28,7 +28,11 @@ pub(crate) fn parse_pair(arg: &str) -> anyhow::Result<(String, Value)> {
     };
     let (key, value) = (&arg[..eq], &arg[eq + 1..]);
     let (key, value) = match key.strip_suffix(':') {
-        Some(k) => (k, serde_json::from_str(value).with_context(|| format!("-p {k}:= needs a JSON value, got {value:?}"))?),
+        Some(k) => (
+            k,
+            serde_json::from_str(value)
+                .with_context(|| format!("-p {k}:= needs a JSON value, got {value:?}"))?,
+        ),
         None => (key, Value::String(value.to_string())),
     };
     if key.is_empty() {
@@ -49,9 +53,15 @@ pub(super) fn run(spool: &Spool, args: TrackArgs, out: &mut dyn Write) -> anyhow
         let (k, v) = parse_pair(pair)?;
         event = event.property(k, v);
     }
-    match spool.try_track(event).context("could not record the event")? {
+    match spool
+        .try_track(event)
+        .context("could not record the event")?
+    {
         Recorded::Queued(id) => writeln!(out, "{id}")?,
-        Recorded::Disabled => eprintln!("spool: telemetry is disabled ({}); nothing recorded", spool.consent().reason),
+        Recorded::Disabled => eprintln!(
+            "spool: telemetry is disabled ({}); nothing recorded",
+            spool.consent().reason
+        ),
         Recorded::Printed => {}
     }
     Ok(())
@@ -64,10 +74,19 @@ mod tests {
     #[test]
     fn pairs() {
         assert_eq!(parse_pair("a=b").unwrap(), ("a".into(), Value::from("b")));
-        assert_eq!(parse_pair("a=b=c").unwrap(), ("a".into(), Value::from("b=c")));
+        assert_eq!(
+            parse_pair("a=b=c").unwrap(),
+            ("a".into(), Value::from("b=c"))
+        );
         assert_eq!(parse_pair("n:=3").unwrap(), ("n".into(), Value::from(3)));
-        assert_eq!(parse_pair("v=1.10").unwrap(), ("v".into(), Value::from("1.10")));
-        assert_eq!(parse_pair("error.message=").unwrap(), ("error.message".into(), Value::from("")));
+        assert_eq!(
+            parse_pair("v=1.10").unwrap(),
+            ("v".into(), Value::from("1.10"))
+        );
+        assert_eq!(
+            parse_pair("error.message=").unwrap(),
+            ("error.message".into(), Value::from(""))
+        );
         assert!(parse_pair("novalue").is_err());
         assert!(parse_pair("=x").is_err());
         assert!(parse_pair("n:={").is_err());
