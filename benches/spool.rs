@@ -1,0 +1,384 @@
+//! `cargo bench --bench spool`: eventspool against its baselines, measured side by
+//! side in one run, printed as one table. Figures are medians of repetitions.
+//!
+//! `SPOOL_BENCH_QUICK=1` shrinks every size for a smoke run.
+// A benchmark that cannot set up should stop loudly: unwrap is the point.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use eventspool::{Event, Spool};
+
+fn quick() -> bool {
+    std::env::var_os("SPOOL_BENCH_QUICK").is_some()
+}
+
+fn scale(n: usize) -> usize {
+    if quick() { (n / 20).max(10) } else { n }
+}
+
+/// An event that serializes to about 400 bytes, like a typical usage event.
+fn event(i: usize) -> Event {
+    Event::new("job_finished")
+        .property("command", "build --release")
+        .property("provider", "github")
+        .property("duration_ms", 1234 + i as u64)
+        .property("success", i % 7 != 0)
+}
+
+fn line_400() -> String {
+    let mut s = "x".repeat(399);
+    s.push('\n');
+    s
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    percentile(&v, 0.5)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+struct Row(String, String, String);
+
+fn per_op(n: usize, mut op: impl FnMut(usize)) -> (Vec<Duration>, Duration) {
+    let mut samples = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        op(i);
+        samples.push(t.elapsed());
+    }
+    let total = start.elapsed();
+    samples.sort();
+    (samples, total)
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn bench_raw_append(rows: &mut Vec<Row>) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = std::fs::File::create(dir.path().join("raw.log")).unwrap();
+    let line = line_400();
+    let n = scale(50_000);
+    let (s, total) = per_op(n, |_| f.write_all(line.as_bytes()).unwrap());
+    let r = rate(n, total);
+    rows.push(Row(
+        "raw append (write, no fsync)".into(),
+        format!(
+            "p50 {}  p99 {}",
+            us(percentile(&s, 0.5)),
+            us(percentile(&s, 0.99))
+        ),
+        format!("{r:.0} events/s"),
+    ));
+    r
+}
+
+fn bench_naive_sqlite(rows: &mut Vec<Row>) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("naive.db")).unwrap();
+    conn.execute_batch("CREATE TABLE events (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
+        .unwrap();
+    let line = line_400();
+    let n = scale(1_000);
+    let (s, total) = per_op(n, |_| {
+        conn.execute("INSERT INTO events (payload) VALUES (?1)", [&line])
+            .unwrap();
+    });
+    let r = rate(n, total);
+    rows.push(Row(
+        "naive SQLite (rollback journal, sync FULL)".into(),
+        format!(
+            "p50 {}  p99 {}",
+            us(percentile(&s, 0.5)),
+            us(percentile(&s, 0.99))
+        ),
+        format!("{r:.0} events/s"),
+    ));
+    r
+}
+
+fn bench_warm_track(rows: &mut Vec<Row>) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::builder("bench")
+        .dir(dir.path())
+        .limits(eventspool::Limits {
+            max_events: 1_000_000,
+            max_bytes: 1 << 30,
+            ..Default::default()
+        })
+        .build();
+    for i in 0..1000 {
+        spool.track(event(i));
+    }
+    let n = scale(20_000);
+    let (s, total) = per_op(n, |i| spool.track(event(i)));
+    assert_eq!(spool.failures(), 0);
+    let size = spool.list(1).unwrap()[0].bytes;
+    let r = rate(n, total);
+    rows.push(Row(
+        format!("eventspool track(), warm ({size}-byte events)"),
+        format!(
+            "p50 {}  p99 {}",
+            us(percentile(&s, 0.5)),
+            us(percentile(&s, 0.99))
+        ),
+        format!("{r:.0} events/s"),
+    ));
+    r
+}
+
+fn bench_batch_track(rows: &mut Vec<Row>) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::builder("bench")
+        .dir(dir.path())
+        .limits(eventspool::Limits {
+            max_events: 1_000_000,
+            max_bytes: 1 << 30,
+            ..Default::default()
+        })
+        .build();
+    spool.track(event(0));
+    let batches = scale(200);
+    let mut times = Vec::new();
+    for b in 0..batches {
+        let events: Vec<Event> = (0..100).map(|i| event(b * 100 + i)).collect();
+        let t = Instant::now();
+        spool.track_batch(events);
+        times.push(t.elapsed());
+    }
+    assert_eq!(spool.failures(), 0);
+    let per_batch = median(times);
+    let r = 100.0 / per_batch.as_secs_f64();
+    rows.push(Row(
+        "eventspool track_batch(), 100 a call".into(),
+        format!("{} a batch", us(per_batch)),
+        format!("{r:.0} events/s"),
+    ));
+    r
+}
+
+fn wall(cmd: &mut std::process::Command) -> Duration {
+    let t = Instant::now();
+    let st = cmd.status().unwrap();
+    assert!(st.success());
+    t.elapsed()
+}
+
+fn bench_cli_track(rows: &mut Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = env!("CARGO_BIN_EXE_spool");
+    let runs = scale(200).max(20);
+    let track = || {
+        let mut c = std::process::Command::new(spool);
+        c.args(["--dir"])
+            .arg(dir.path())
+            .args(["track", "bench", "-p", "command=build"])
+            .stdout(std::process::Stdio::null())
+            .env_remove("DO_NOT_TRACK");
+        c
+    };
+    wall(&mut track());
+    let spool_t = median((0..runs).map(|_| wall(&mut track())).collect());
+    let true_t = median(
+        (0..runs)
+            .map(|_| wall(&mut std::process::Command::new("true")))
+            .collect(),
+    );
+    rows.push(Row(
+        "`spool track` process, median wall".into(),
+        ms(spool_t),
+        format!(
+            "`true`: {} (spool costs {} more)",
+            ms(true_t),
+            ms(spool_t.saturating_sub(true_t))
+        ),
+    ));
+}
+
+/// A loopback sink that reads each body and answers 200, nothing more, so both
+/// clients are measured against the same cheap server.
+fn start_sink() -> (String, tokio::runtime::Runtime) {
+    use http_body_util::{BodyExt, Full};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    rt.spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let _ = req.into_body().collect().await;
+                        Ok::<_, hyper::Error>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from_static(b"{}"),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (url, rt)
+}
+
+fn filled_dir(n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::builder("spool")
+        .dir(dir.path())
+        .limits(eventspool::Limits {
+            max_events: 10_000_000,
+            max_bytes: 1 << 34,
+            ..Default::default()
+        })
+        .build();
+    for chunk in 0..n.div_ceil(1000) {
+        let events = (0..1000.min(n - chunk * 1000))
+            .map(|i| event(chunk * 1000 + i))
+            .collect();
+        spool.try_track_batch(events).unwrap();
+    }
+    // Persisted, so the `spool flush` process sees the same limits.
+    dir
+}
+
+fn max_rss_of_children_kb() -> i64 {
+    // SAFETY: getrusage fills a zeroed struct we own.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u.ru_maxrss
+    }
+}
+
+fn bench_flush(rows: &mut Vec<Row>, url: &str, rt: &tokio::runtime::Runtime) {
+    let n = scale(100_000);
+    let dir = filled_dir(n);
+    // The same bodies the flusher sends: batches of 100 payloads, gzipped.
+    let bodies: Vec<Vec<u8>> = {
+        let conn = rusqlite::Connection::open(dir.path().join("queue.db")).unwrap();
+        let mut st = conn
+            .prepare("SELECT payload FROM events ORDER BY seq")
+            .unwrap();
+        let payloads: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        payloads
+            .chunks(100)
+            .map(|c| {
+                let refs: Vec<&str> = c.iter().map(String::as_str).collect();
+                let body = format!(
+                    "{{\"batch\":[{}],\"sent_at\":\"2026-01-01T00:00:00.000Z\"}}",
+                    refs.join(",")
+                );
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                enc.write_all(body.as_bytes()).unwrap();
+                enc.finish().unwrap()
+            })
+            .collect()
+    };
+    let client = reqwest::Client::new();
+    let t = Instant::now();
+    rt.block_on(async {
+        for b in &bodies {
+            let r = client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(b.clone())
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+            let _ = r.bytes().await;
+        }
+    });
+    let plain = rate(n, t.elapsed());
+
+    let rss_before = max_rss_of_children_kb();
+    let t = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+        .arg("--dir")
+        .arg(dir.path())
+        .args(["flush", "--endpoint", url, "--timeout", "10m"])
+        .env("SPOOL_MAX_EVENTS", "10000000")
+        .env("SPOOL_MAX_BYTES", "16GiB")
+        .env_remove("DO_NOT_TRACK")
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("sent {n},")),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours = rate(n, took);
+    let rss = max_rss_of_children_kb().max(rss_before);
+    rows.push(Row(
+        format!("flush {n} events @ batch 100 (`spool flush` process)"),
+        format!("{ours:.0} events/s"),
+        format!(
+            "plain reqwest loop, same bodies: {plain:.0} events/s ({:.0}%)",
+            100.0 * ours / plain
+        ),
+    ));
+    rows.push(Row(
+        format!("peak RSS of that flush ({n} queued)"),
+        format!("{:.1} MB", rss as f64 / 1024.0),
+        String::new(),
+    ));
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs us too: stay quick there.
+    if std::env::args().any(|a| a == "--test") {
+        return;
+    }
+    let mut rows = Vec::new();
+    let raw = bench_raw_append(&mut rows);
+    let naive = bench_naive_sqlite(&mut rows);
+    let warm = bench_warm_track(&mut rows);
+    let batch = bench_batch_track(&mut rows);
+    bench_cli_track(&mut rows);
+    let (url, rt) = start_sink();
+    bench_flush(&mut rows, &url, &rt);
+    rows.push(Row(
+        "ratios".into(),
+        format!("warm track = {:.1}× naive SQLite", warm / naive),
+        format!("batch = {:.1}× slower than raw append", raw / batch),
+    ));
+
+    let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);
+    println!("\n{:<w0$}  {:<w1$}  beside", "row", "measured");
+    println!("{}", "-".repeat(w0 + w1 + 40));
+    for Row(a, b, c) in &rows {
+        println!("{a:<w0$}  {b:<w1$}  {c}");
+    }
+}
