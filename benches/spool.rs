@@ -264,13 +264,30 @@ fn filled_dir(n: usize) -> tempfile::TempDir {
     dir
 }
 
-fn max_rss_of_children_kb() -> i64 {
-    // SAFETY: getrusage fills a zeroed struct we own.
-    unsafe {
-        let mut u: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
-        u.ru_maxrss
+/// Runs a command to completion and returns its output and its peak RSS in KiB, read
+/// from `/proc/PID/status` (`VmHWM`, which starts afresh at exec; the rusage of
+/// children would count the pages a forked child shares with this large process).
+fn run_with_peak_rss(cmd: &mut std::process::Command) -> (std::process::Output, u64) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status_path) {
+            if let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            {
+                peak = peak.max(kb);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
+    (child.wait_with_output().unwrap(), peak)
 }
 
 fn bench_flush(rows: &mut Vec<Row>, url: &str, rt: &tokio::runtime::Runtime) {
@@ -320,17 +337,16 @@ fn bench_flush(rows: &mut Vec<Row>, url: &str, rt: &tokio::runtime::Runtime) {
     });
     let plain = rate(n, t.elapsed());
 
-    let rss_before = max_rss_of_children_kb();
     let t = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
-        .arg("--dir")
-        .arg(dir.path())
-        .args(["flush", "--endpoint", url, "--timeout", "10m"])
-        .env("SPOOL_MAX_EVENTS", "10000000")
-        .env("SPOOL_MAX_BYTES", "16GiB")
-        .env_remove("DO_NOT_TRACK")
-        .output()
-        .unwrap();
+    let (out, rss) = run_with_peak_rss(
+        std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["flush", "--endpoint", url, "--timeout", "10m"])
+            .env("SPOOL_MAX_EVENTS", "10000000")
+            .env("SPOOL_MAX_BYTES", "16GiB")
+            .env_remove("DO_NOT_TRACK"),
+    );
     let took = t.elapsed();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -339,7 +355,6 @@ fn bench_flush(rows: &mut Vec<Row>, url: &str, rt: &tokio::runtime::Runtime) {
         String::from_utf8_lossy(&out.stderr)
     );
     let ours = rate(n, took);
-    let rss = max_rss_of_children_kb().max(rss_before);
     rows.push(Row(
         format!("flush {n} events @ batch 100 (`spool flush` process)"),
         format!("{ours:.0} events/s"),
@@ -360,19 +375,31 @@ fn main() {
     if std::env::args().any(|a| a == "--test") {
         return;
     }
+    // `cargo bench --bench spool -- warm cli` runs only the rows whose name matches.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
     let mut rows = Vec::new();
-    let raw = bench_raw_append(&mut rows);
-    let naive = bench_naive_sqlite(&mut rows);
-    let warm = bench_warm_track(&mut rows);
-    let batch = bench_batch_track(&mut rows);
-    bench_cli_track(&mut rows);
-    let (url, rt) = start_sink();
-    bench_flush(&mut rows, &url, &rt);
-    rows.push(Row(
-        "ratios".into(),
-        format!("warm track = {:.1}× naive SQLite", warm / naive),
-        format!("batch = {:.1}× slower than raw append", raw / batch),
-    ));
+    let raw = want("raw").then(|| bench_raw_append(&mut rows));
+    let naive = want("naive").then(|| bench_naive_sqlite(&mut rows));
+    let warm = want("warm").then(|| bench_warm_track(&mut rows));
+    let batch = want("batch").then(|| bench_batch_track(&mut rows));
+    if want("cli") {
+        bench_cli_track(&mut rows);
+    }
+    if want("flush") {
+        let (url, rt) = start_sink();
+        bench_flush(&mut rows, &url, &rt);
+    }
+    if let (Some(raw), Some(naive), Some(warm), Some(batch)) = (raw, naive, warm, batch) {
+        rows.push(Row(
+            "ratios".into(),
+            format!("warm track = {:.1}× naive SQLite", warm / naive),
+            format!("batch = {:.1}× slower than raw append", raw / batch),
+        ));
+    }
 
     let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
     let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);

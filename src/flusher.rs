@@ -220,11 +220,6 @@ impl Round {
     ) -> Result<()> {
         let now = now_ms();
         let max_age = self.limits.max_age.as_millis() as i64;
-        let (aged, tried) = self
-            .queue
-            .expire(now.saturating_sub(max_age), self.limits.max_attempts)?;
-        self.report.drop_n("age", aged);
-        self.report.drop_n("attempts", tried);
         if let Some(until) = self
             .queue
             .get_state("not_before")?
@@ -253,20 +248,32 @@ impl Round {
             if batch.is_empty() {
                 return Ok(());
             }
+            // Expiry happens here, as events reach the front of the queue, so a flush
+            // never scans the whole queue for them.
+            let cutoff = now_ms().saturating_sub(max_age);
+            let max_attempts = self.limits.max_attempts;
+            let (old, batch): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|p| p.created_at < cutoff);
+            let (spent, batch): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|p| p.attempts >= max_attempts);
+            self.drop_expired(&old, "age")?;
+            self.drop_expired(&spent, "attempts")?;
+            if batch.is_empty() {
+                continue;
+            }
             // A 413 splits a batch in halves, sent in order; a stack keeps that order.
             let mut stack = vec![batch];
             while let Some(chunk) = stack.pop() {
                 let outcome = self.send(&client, &chunk, bare, deadline).await;
                 self.report.requests += 1;
-                let seqs: Vec<i64> = chunk.iter().map(|p| p.seq).collect();
                 match outcome {
-                    Outcome::Delivered => self.report.sent += self.queue.remove(&seqs, "sent")?,
+                    Outcome::Delivered => self.report.sent += self.queue.remove(&chunk, "sent")?,
                     Outcome::Rejected => {
-                        let n = self.queue.remove(&seqs, "dropped_rejected")?;
+                        let n = self.queue.remove(&chunk, "dropped_rejected")?;
                         self.report.drop_n("rejected", n);
                     }
                     Outcome::TooLarge if chunk.len() == 1 => {
-                        let n = self.queue.remove(&seqs, "dropped_too_large")?;
+                        let n = self.queue.remove(&chunk, "dropped_too_large")?;
                         self.report.drop_n("too_large", n);
                     }
                     Outcome::TooLarge => {
@@ -301,14 +308,27 @@ impl Round {
             ),
         };
         let until = now_ms().saturating_add(delay.as_millis().min(i64::MAX as u128) as i64);
-        let seqs: Vec<i64> = chunk.iter().map(|p| p.seq).collect();
-        self.queue.defer(&seqs, until)?;
+        // Events whose last allowed attempt this was are dropped now, not kept to wait.
+        let max = self.limits.max_attempts;
+        let (spent, retry): (Vec<_>, Vec<_>) =
+            chunk.iter().cloned().partition(|p| p.attempts + 1 >= max);
+        self.drop_expired(&spent, "attempts")?;
+        let chunk = retry.as_slice();
+        self.queue.defer(chunk, until)?;
         self.queue
             .set_state("not_before", Some(&until.to_string()))?;
-        self.report.retried += seqs.len() as u64;
+        self.report.retried += chunk.len() as u64;
         self.report.end = FlushEnd::BackingOff {
             until: rfc3339_ms(until),
         };
+        Ok(())
+    }
+
+    fn drop_expired(&mut self, events: &[Pending], reason: &str) -> Result<()> {
+        if !events.is_empty() {
+            let n = self.queue.remove(events, &format!("dropped_{reason}"))?;
+            self.report.drop_n(reason, n);
+        }
         Ok(())
     }
 

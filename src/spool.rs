@@ -5,7 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -24,6 +24,9 @@ use crate::time::{now_ms, rfc3339_ms};
 /// event: long enough to ride out a flusher's short transactions, short enough that
 /// a host never notices.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// How often a long-running host looks at `config.json` for a changed choice.
+const SETTINGS_RECHECK: Duration = Duration::from_millis(250);
 
 /// What [`Spool::try_track`] did with an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,11 +153,13 @@ struct State {
 }
 
 /// `config.json` as last read, and the file stamp it was read at, so a choice made by
-/// `spool disable` in another terminal is seen by a long-running host.
+/// `spool disable` in another terminal is seen by a long-running host within
+/// SETTINGS_RECHECK, without a `stat` on every event.
 #[derive(Default)]
 struct SettingsCache {
     stamp: Option<(SystemTime, u64)>,
-    loaded: bool,
+    /// When the stamp was last compared; `None` until first loaded.
+    checked: Option<Instant>,
     value: Option<Settings>,
     corrupt: bool,
 }
@@ -442,6 +447,13 @@ impl Spool {
     }
 }
 
+/// Modification time and size of a file: enough to notice a rewrite without reading it.
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave the state inconsistent in a way
     // that matters (the queue is transactional), so poisoning is ignored.
@@ -479,17 +491,23 @@ impl Inner {
         let Some(dir) = self.dir.as_deref() else {
             return;
         };
-        let path = Settings::path(dir);
-        let stamp = std::fs::metadata(&path)
-            .ok()
-            .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
-        if st.settings.loaded && stamp == st.settings.stamp {
+        let now = Instant::now();
+        if st
+            .settings
+            .checked
+            .is_some_and(|t| now.duration_since(t) < SETTINGS_RECHECK)
+        {
+            return;
+        }
+        let stamp = stamp(&Settings::path(dir));
+        if st.settings.checked.is_some() && stamp == st.settings.stamp {
+            st.settings.checked = Some(now);
             return;
         }
         st.settings = match Settings::load(dir) {
             Ok(value) => SettingsCache {
                 stamp,
-                loaded: true,
+                checked: Some(now),
                 value,
                 corrupt: false,
             },
@@ -497,7 +515,7 @@ impl Inner {
                 log::debug!("eventspool: {e}; treating telemetry as disabled");
                 SettingsCache {
                     stamp,
-                    loaded: true,
+                    checked: Some(now),
                     value: None,
                     corrupt: true,
                 }
@@ -539,7 +557,9 @@ impl Inner {
         }
         let dir = self.require_dir()?;
         ensure_dir(dir)?;
-        let current = Settings::load(dir)?;
+        // Fresh: consent was just decided from it in this same call.
+        self.refresh_settings(st);
+        let current = st.settings.value.clone();
         let mut next = current.clone().unwrap_or_else(|| Settings {
             telemetry: Some(true),
             ..Settings::default()
@@ -569,8 +589,13 @@ impl Inner {
         } else if current.as_ref() != Some(&next) {
             next.save(dir)?;
         }
-        st.settings = SettingsCache::default();
-        self.refresh_settings(st);
+        // Remember what is on disk now without reading it back.
+        st.settings = SettingsCache {
+            stamp: stamp(&Settings::path(dir)),
+            checked: Some(Instant::now()),
+            value: Some(next.clone()),
+            corrupt: false,
+        };
         st.synced = true;
         next.anonymous_id
             .ok_or_else(|| Kind::Refused("settings have no anonymous id".into()).into())

@@ -323,10 +323,22 @@ fn expiry_by_attempts_drops_after_the_last_failure() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(server.requests().len(), 2);
-    let out = flush(&dir, &server.url).env("SPOOL_MAX_ATTEMPTS", "2").ok();
-    assert!(out.contains("2 attempts"), "{out}");
+    // The second failure was the last allowed attempt: dropped at once, counted.
     assert!(queued(&dir).is_empty());
+    assert_eq!(status(&dir)["dropped"]["attempts"], 2);
+    flush(&dir, &server.url).env("SPOOL_MAX_ATTEMPTS", "2").ok();
     assert_eq!(server.requests().len(), 2, "no third attempt");
+
+    // A limit lowered after the failures: the spent events are dropped unsent.
+    let (_t2, dir2) = temp();
+    fill(&dir2, 3);
+    flush(&dir2, &server.url).env("SPOOL_BACKOFF", "1ms").ok();
+    std::thread::sleep(Duration::from_millis(20));
+    let out = flush(&dir2, &server.url)
+        .env("SPOOL_MAX_ATTEMPTS", "1")
+        .ok();
+    assert!(out.contains("3 attempts"), "{out}");
+    assert_eq!(server.requests().len(), 3);
 }
 
 #[test]

@@ -3,9 +3,12 @@
 -- every insert costs one row read instead of a scan. `counters` tells users what was
 -- dropped and why; `state` holds delivery state that must survive short-lived
 -- processes (endpoint backoff, last flush); `lease` lets one flusher run at a time.
+-- No AUTOINCREMENT and no index on `id`: each would add a page to every commit, and
+-- a short WAL is what keeps a fresh process's open cheap. A `seq` may be reused after
+-- the newest rows are deleted, so rows are always addressed by (seq, id).
 CREATE TABLE events (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    id              TEXT    NOT NULL UNIQUE,
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT    NOT NULL,
     event           TEXT    NOT NULL,
     created_at      INTEGER NOT NULL,
     attempts        INTEGER NOT NULL DEFAULT 0,
