@@ -439,3 +439,82 @@ fn a_redirect_to_another_scheme_is_not_followed() {
     assert!(out.contains("remaining 1"), "{out}");
     assert_eq!(server.requests().len(), 1);
 }
+
+/// Posts `body` to `addr` with a raw HTTP/1.1 request; returns the response text.
+fn post(addr: &str, body: &[u8], gzip: bool) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let enc = if gzip {
+        "content-encoding: gzip\r\n"
+    } else {
+        ""
+    };
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{enc}content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn spool_serve_saves_each_event_once_and_accepts_both_shapes_and_gzip() {
+    use std::io::BufRead;
+    let (t, dir) = temp();
+    let out_file = t.path().join("received.jsonl");
+    let mut server = std::process::Command::new(crate::util::spool_bin())
+        .args(["serve", "--addr", "127.0.0.1:0", "--out"])
+        .arg(&out_file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .expect(&first)
+        .to_string();
+
+    let ids = fill(&dir, 120);
+    let out = flush(&dir, &format!("http://{addr}/v1/events")).ok();
+    assert!(out.contains("sent 120"), "{out}");
+    let saved = std::fs::read_to_string(&out_file).unwrap();
+    let saved_ids: Vec<String> = saved
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(saved_ids, ids);
+
+    // A resent event is acknowledged but not saved twice; a gzipped batch works.
+    let again = format!(r#"{{"id":"{}","event":"filled"}}"#, ids[0]);
+    assert!(post(&addr, again.as_bytes(), false).contains(r#""duplicates":1"#));
+    let batch =
+        br#"{"batch":[{"id":"new-1","event":"x"},{"id":"new-2","event":"y"}],"sent_at":"t"}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, batch).unwrap();
+    let resp = post(&addr, &gz.finish().unwrap(), true);
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && resp.contains(r#""accepted":2"#),
+        "{resp}"
+    );
+    assert!(post(&addr, b"not json", false).starts_with("HTTP/1.1 400"));
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap().lines().count(),
+        122
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
