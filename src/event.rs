@@ -80,6 +80,14 @@ impl Event {
         &self.name
     }
 
+    pub(crate) fn properties_map(&self) -> &Map<String, Value> {
+        &self.properties
+    }
+
+    pub(crate) fn is_unscrubbed(&self, key: &str) -> bool {
+        self.unscrubbed.contains(key)
+    }
+
     pub(crate) fn into_parts(self) -> (String, Map<String, Value>, BTreeSet<String>) {
         (self.name, self.properties, self.unscrubbed)
     }

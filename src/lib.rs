@@ -47,8 +47,10 @@ mod event;
 mod flusher;
 mod lease;
 mod limits;
+mod notice;
 mod privacy;
 mod queue;
+mod schema;
 mod settings;
 mod spool;
 mod time;
@@ -56,7 +58,10 @@ mod time;
 pub use background::{
     BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, DETACHED_ENV, detached_flush_hook,
 };
-pub use cli::{Cli, Command, Global, main as cli_main, report, spool_for, usage_error};
+pub use cli::{
+    Cli, Command, Global, TelemetryCommand, main as cli_main, report, report_as, spool_for,
+    usage_error,
+};
 pub use collector::{Collector, serve};
 pub use consent::{Consent, debug_mode, env_prefix, is_falsy, is_truthy};
 pub use context::{Context, machine_hash};
@@ -70,6 +75,7 @@ pub use flusher::{FlushEnd, FlushOptions, FlushReport, Progress};
 pub use limits::{LIMIT_ENV_VARS, Limits, parse_count, parse_duration, parse_size};
 pub use privacy::{MAX_ERROR_CHARS, Scrubber, is_error_key};
 pub use queue::{QUEUE_FILE, QueueStats, QueuedEvent};
+pub use schema::{Field, Schema};
 pub use settings::{SETTINGS_FILE, Settings};
 pub use spool::{DEFAULT_LOCK_TIMEOUT, Recorded, Spool, SpoolBuilder, Status, default_dir};
 pub use time::{now_ms, rfc3339_ms};

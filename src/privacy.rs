@@ -180,10 +180,11 @@ impl Scrubber {
 }
 
 /// Returns true if and only if a property key names an error message, whose value is
-/// truncated: a segment of the key (split on `.`, `_`, `-`, `:`) is `error`, `err`,
-/// `message`, `msg`, `reason`, `stack` or `backtrace` (any case).
+/// truncated: the key's last segment (split on `.`, `_`, `-`, `:`) is `error`, `err`,
+/// `message`, `msg`, `reason`, `stack`, `backtrace` or `stacktrace` (any case). So
+/// `error.message` and `exit_reason` are, `error_count` is not.
 pub fn is_error_key(key: &str) -> bool {
-    key.split(['.', '_', '-', ':']).any(|seg| {
+    key.rsplit(['.', '_', '-', ':']).next().is_some_and(|seg| {
         matches!(
             seg.to_ascii_lowercase().as_str(),
             "error" | "err" | "message" | "msg" | "reason" | "stack" | "backtrace" | "stacktrace"
@@ -433,7 +434,13 @@ mod tests {
         for k in ["error", "error.message", "err_msg", "exit-reason", "Error"] {
             assert!(is_error_key(k), "{k}");
         }
-        for k in ["errors_total", "duration", "terror", "messages"] {
+        for k in [
+            "errors_total",
+            "error_count",
+            "duration",
+            "terror",
+            "messages",
+        ] {
             assert!(!is_error_key(k), "{k}");
         }
     }

@@ -39,10 +39,14 @@ pub enum Recorded {
     Printed,
 }
 
+/// Builds sample events for [`Spool::schema`].
+type Samples = Arc<dyn Fn() -> Vec<Event> + Send + Sync>;
+
 /// Builds a [`Spool`]; see [`Spool::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct SpoolBuilder {
+    samples: Option<Samples>,
     app: String,
     dir: Option<PathBuf>,
     tool: Option<String>,
@@ -77,6 +81,13 @@ impl SpoolBuilder {
         self
     }
 
+    /// Tells [`Spool::schema`] what this app sends: `samples` returns one event of each
+    /// kind, built by the same functions that build the real ones, with made-up values.
+    pub fn describe(mut self, samples: impl Fn() -> Vec<Event> + Send + Sync + 'static) -> Self {
+        self.samples = Some(Arc::new(samples));
+        self
+    }
+
     /// How long recording may wait for the queue's write lock (default 200 ms).
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
@@ -102,6 +113,7 @@ impl SpoolBuilder {
                 endpoint: self.endpoint,
                 limits: self.limits,
                 lock_timeout: self.lock_timeout,
+                samples: self.samples,
                 state: Mutex::new(State::default()),
                 context: OnceLock::new(),
                 scrubber: OnceLock::new(),
@@ -138,6 +150,7 @@ pub(crate) struct Inner {
     endpoint: Option<String>,
     limits: Option<Limits>,
     pub(crate) lock_timeout: Duration,
+    samples: Option<Samples>,
     state: Mutex<State>,
     context: OnceLock<Context>,
     scrubber: OnceLock<Scrubber>,
@@ -194,7 +207,21 @@ impl Spool {
             endpoint: None,
             limits: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            samples: None,
         }
+    }
+
+    /// Every field this app sends: from the samples given to
+    /// [`SpoolBuilder::describe`], or else from what is queued now.
+    pub fn schema(&self) -> Result<crate::Schema> {
+        if let Some(samples) = &self.inner.samples {
+            return Ok(crate::Schema::from_samples(self.app(), &samples()));
+        }
+        let queued = self.list(10_000)?;
+        Ok(crate::Schema::from_payloads(
+            self.app(),
+            queued.iter().map(|q| q.payload.as_str()),
+        ))
     }
 
     /// The app name.

@@ -25,15 +25,45 @@ pub struct Spool {
 
 /// A `spool` command against `dir`.
 pub fn spool(dir: &Path) -> Spool {
-    let mut cmd = Command::new(spool_bin());
+    let mut cmd = clean_command(Path::new(spool_bin()));
+    cmd.arg("--dir").arg(dir);
+    Spool { cmd }
+}
+
+/// A command with only PATH, HOME, USER and LANG from this environment.
+pub fn clean_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_clear();
     for keep in ["PATH", "HOME", "USER", "LANG"] {
         if let Ok(v) = std::env::var(keep) {
             cmd.env(keep, v);
         }
     }
-    cmd.arg("--dir").arg(dir).stdin(Stdio::null());
-    Spool { cmd }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Path of an example binary (`cargo test` builds the examples beside the tests).
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let target = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = target.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo test` (it builds the examples)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `program` with a clean environment plus `env`, returning its output.
+pub fn run_clean(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = clean_command(program);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("runs")
 }
 
 impl Spool {
@@ -154,6 +184,8 @@ pub enum Reply {
     Reset,
     /// Answer 200 with a body of this many bytes, streamed until the client stops reading.
     Huge(usize),
+    /// Hold the request this long, then answer with this status.
+    Delay(Duration, u16),
 }
 
 impl Reply {
@@ -393,6 +425,13 @@ fn serve_conn(
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 return;
+            }
+            Reply::Delay(d, code) => {
+                std::thread::sleep(d);
+                let resp = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\n\r\n");
+                if stream.write_all(resp.as_bytes()).is_err() {
+                    return;
+                }
             }
             Reply::Reset => {
                 reset(&stream);

@@ -15,6 +15,7 @@ mod clear;
 mod consent;
 mod flush;
 mod list;
+mod schema;
 mod serve;
 mod show;
 mod status;
@@ -53,28 +54,17 @@ pub struct Global {
     pub dir: Option<PathBuf>,
 }
 
-/// The spool subcommands; mount them in a host's clap CLI with
-/// `#[command(subcommand)] telemetry: eventspool::Command` and run with [`Command::run`].
+/// Every `spool` subcommand: the [`TelemetryCommand`]s a host can mount, plus
+/// `track` and `serve`, which only the standalone tool needs.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Record an event (for shell scripts and other languages)
     Track(track::TrackArgs),
-    /// List queued events, oldest first
-    List(list::ListArgs),
-    /// Show one queued event's full payload
-    Show(show::ShowArgs),
-    /// Purge the queue
-    Clear,
-    /// Whether telemetry is on and why, where the queue is, what it holds
-    Status(status::StatusArgs),
-    /// Send queued events to the endpoint now
-    Flush(flush::FlushArgs),
     /// Run a local development endpoint that prints and saves what it receives
     Serve(serve::ServeArgs),
-    /// Turn telemetry on (persisted)
-    Enable,
-    /// Turn telemetry off (persisted) and purge the queue
-    Disable,
+    /// The commands a host mounts too.
+    #[command(flatten)]
+    Telemetry(TelemetryCommand),
 }
 
 impl Command {
@@ -83,15 +73,77 @@ impl Command {
     pub fn run(self, spool: &Spool, out: &mut dyn Write) -> anyhow::Result<()> {
         match self {
             Command::Track(args) => track::run(spool, args, out),
-            Command::List(args) => list::run(spool, args, out),
-            Command::Show(args) => show::run(spool, args, out),
-            Command::Clear => clear::run(spool, out),
-            Command::Status(args) => status::run(spool, args, out),
-            Command::Flush(args) => flush::run(spool, args, out),
             Command::Serve(args) => serve::run(args),
-            Command::Enable => consent::enable(spool, out),
-            Command::Disable => consent::disable(spool, out),
+            Command::Telemetry(t) => t.run(spool, out),
         }
+    }
+}
+
+/// The telemetry commands a host mounts under its own name, bound to its app:
+///
+/// ```
+/// use clap::Parser;
+///
+/// #[derive(Parser)]
+/// #[command(name = "mytool")]
+/// enum MyTool {
+///     /// Build the project
+///     Build,
+///     /// See, send or switch off the usage statistics mytool keeps
+///     #[command(subcommand)]
+///     Telemetry(eventspool::TelemetryCommand),
+/// }
+///
+/// # let dir = tempfile::tempdir().unwrap();
+/// let spool = eventspool::Spool::builder("mytool").dir(dir.path()).build();
+/// match MyTool::parse_from(["mytool", "telemetry", "status"]) {
+///     MyTool::Build => {}
+///     MyTool::Telemetry(cmd) => {
+///         let code = cmd.execute(&spool); // prints; errors as one line on stderr
+///         # let _ = code;
+///     }
+/// }
+/// ```
+#[derive(Debug, Clone, Subcommand)]
+pub enum TelemetryCommand {
+    /// Whether telemetry is on and why, where the queue is, what it holds
+    Status(status::StatusArgs),
+    /// List queued events, oldest first, exactly as they will be sent
+    List(list::ListArgs),
+    /// Show one queued event's full payload
+    Show(show::ShowArgs),
+    /// Purge the queue
+    Clear,
+    /// Send queued events to the endpoint now
+    Flush(flush::FlushArgs),
+    /// Turn telemetry on (persisted)
+    Enable,
+    /// Turn telemetry off (persisted) and purge the queue
+    Disable,
+    /// Print every field this app sends, as a Markdown table (or JSON)
+    Schema(schema::SchemaArgs),
+}
+
+impl TelemetryCommand {
+    /// Runs the command against `spool`, writing its output to `out`.
+    pub fn run(self, spool: &Spool, out: &mut dyn Write) -> anyhow::Result<()> {
+        match self {
+            TelemetryCommand::Status(args) => status::run(spool, args, out),
+            TelemetryCommand::List(args) => list::run(spool, args, out),
+            TelemetryCommand::Show(args) => show::run(spool, args, out),
+            TelemetryCommand::Clear => clear::run(spool, out),
+            TelemetryCommand::Flush(args) => flush::run(spool, args, out),
+            TelemetryCommand::Enable => consent::enable(spool, out),
+            TelemetryCommand::Disable => consent::disable(spool, out),
+            TelemetryCommand::Schema(args) => schema::run(spool, args, out),
+        }
+    }
+
+    /// Runs the command with output on stdout; a failure is printed as one line,
+    /// `<app>: error: …`, on stderr. Returns the exit code to use.
+    pub fn execute(self, spool: &Spool) -> ExitCode {
+        let mut stdout = std::io::stdout();
+        report_as(spool.app(), self.run(spool, &mut stdout))
     }
 }
 
@@ -122,6 +174,11 @@ pub fn main() -> ExitCode {
 
 /// Turns a command's result into an exit code, printing a failure as one line on stderr.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
+    report_as("spool", result)
+}
+
+/// [`report`] with the program name `name` in the error line.
+pub fn report_as(name: &str, result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -131,7 +188,7 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             let line = format!("{e:#}").replace(['\n', '\r'], " ");
-            eprintln!("spool: error: {line}");
+            eprintln!("{name}: error: {line}");
             ExitCode::FAILURE
         }
     }
