@@ -112,6 +112,68 @@ fn bench_naive_sqlite(rows: &mut Vec<Row>) -> f64 {
     r
 }
 
+fn bench_queue_file(rows: &mut Vec<Row>, sync: bool) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut qf = queue_file::QueueFile::open(dir.path().join("q.qf")).unwrap();
+    qf.set_sync_writes(sync);
+    let line = line_400();
+    let n = if sync { scale(1_000) } else { scale(50_000) };
+    let (s, total) = per_op(n, |_| qf.add(line.as_bytes()).unwrap());
+    let r = rate(n, total);
+    let what = if sync { "default sync" } else { "sync off" };
+    rows.push(Row(
+        format!("queue-file add(), {what}"),
+        format!(
+            "p50 {}  p99 {}",
+            us(percentile(&s, 0.5)),
+            us(percentile(&s, 0.99))
+        ),
+        format!("{r:.0} events/s"),
+    ));
+    r
+}
+
+/// In a fresh child process: the first `track()` on an existing queue, timed from
+/// before the builder to after the insert (open + schema check + insert).
+fn cold_child(dir: &str) {
+    let t = Instant::now();
+    let spool = Spool::builder("bench").dir(dir).build();
+    spool.track(event(0));
+    let took = t.elapsed();
+    assert_eq!(spool.failures(), 0);
+    println!("{}", took.as_nanos());
+}
+
+fn bench_cold_track(rows: &mut Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    Spool::builder("bench").dir(&d).build().track(event(0));
+    let exe = std::env::current_exe().unwrap();
+    let runs = scale(200).max(20);
+    let times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let out = std::process::Command::new(&exe)
+                .args(["--cold-child", &d])
+                .env_remove("DO_NOT_TRACK")
+                .output()
+                .unwrap();
+            let ns: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+            Duration::from_nanos(ns)
+        })
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    rows.push(Row(
+        "eventspool cold: fresh process, first track()".into(),
+        format!(
+            "p50 {}  p99 {}",
+            us(percentile(&sorted, 0.5)),
+            us(percentile(&sorted, 0.99))
+        ),
+        "open + schema check + insert on an existing queue".into(),
+    ));
+}
+
 fn bench_warm_track(rows: &mut Vec<Row>) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::builder("bench")
@@ -290,9 +352,75 @@ fn run_with_peak_rss(cmd: &mut std::process::Command) -> (std::process::Output, 
     (child.wait_with_output().unwrap(), peak)
 }
 
+fn spool_cmd(dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_spool"));
+    c.arg("--dir")
+        .arg(dir)
+        .env("SPOOL_MAX_EVENTS", "10000000")
+        .env("SPOOL_MAX_BYTES", "16GiB")
+        .env_remove("DO_NOT_TRACK");
+    c
+}
+
+fn bench_list(rows: &mut Vec<Row>, dir: &std::path::Path, n: usize) {
+    let runs = scale(100).max(20);
+    let list = median(
+        (0..runs)
+            .map(|_| {
+                wall(
+                    spool_cmd(dir)
+                        .args(["list", "--limit", "50"])
+                        .stdout(std::process::Stdio::null()),
+                )
+            })
+            .collect(),
+    );
+    let status = median(
+        (0..runs)
+            .map(|_| {
+                wall(
+                    spool_cmd(dir)
+                        .args(["status"])
+                        .stdout(std::process::Stdio::null()),
+                )
+            })
+            .collect(),
+    );
+    rows.push(Row(
+        format!("`spool list --limit 50`, {n} queued"),
+        ms(list),
+        format!("`spool status`: {}", ms(status)),
+    ));
+}
+
+fn bench_flush_memory(rows: &mut Vec<Row>, url: &str) {
+    let n = scale(1_000_000);
+    let dir = filled_dir(n);
+    let t = Instant::now();
+    let (out, rss) = run_with_peak_rss(spool_cmd(dir.path()).args([
+        "flush",
+        "--endpoint",
+        url,
+        "--timeout",
+        "30m",
+    ]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("sent {n},")),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rows.push(Row(
+        format!("peak RSS flushing {n} queued events"),
+        format!("{:.1} MB", rss as f64 / 1024.0),
+        format!("{:.0} events/s over the whole queue", rate(n, t.elapsed())),
+    ));
+}
+
 fn bench_flush(rows: &mut Vec<Row>, url: &str, rt: &tokio::runtime::Runtime) {
     let n = scale(100_000);
     let dir = filled_dir(n);
+    bench_list(rows, dir.path(), n);
     // The same bodies the flusher sends: batches of 100 payloads, gzipped.
     let bodies: Vec<Vec<u8>> = {
         let conn = rusqlite::Connection::open(dir.path().join("queue.db")).unwrap();
@@ -375,6 +503,11 @@ fn main() {
     if std::env::args().any(|a| a == "--test") {
         return;
     }
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--cold-child") {
+        cold_child(&args[i + 1]);
+        return;
+    }
     // `cargo bench --bench spool -- warm cli` runs only the rows whose name matches.
     let only: Vec<String> = std::env::args()
         .skip(1)
@@ -384,20 +517,45 @@ fn main() {
     let mut rows = Vec::new();
     let raw = want("raw").then(|| bench_raw_append(&mut rows));
     let naive = want("naive").then(|| bench_naive_sqlite(&mut rows));
+    let qf_sync = want("queue-file").then(|| bench_queue_file(&mut rows, true));
+    let _qf_nosync = want("queue-file").then(|| bench_queue_file(&mut rows, false));
     let warm = want("warm").then(|| bench_warm_track(&mut rows));
     let batch = want("batch").then(|| bench_batch_track(&mut rows));
+    if want("cold") {
+        bench_cold_track(&mut rows);
+    }
     if want("cli") {
         bench_cli_track(&mut rows);
     }
-    if want("flush") {
+    if want("flush") || want("list") || want("memory") {
         let (url, rt) = start_sink();
-        bench_flush(&mut rows, &url, &rt);
+        if want("flush") || want("list") {
+            bench_flush(&mut rows, &url, &rt);
+        }
+        if want("memory") {
+            bench_flush_memory(&mut rows, &url);
+        }
     }
-    if let (Some(raw), Some(naive), Some(warm), Some(batch)) = (raw, naive, warm, batch) {
+    if let Some(warm) = warm {
+        let vs = |name: &str, base: Option<f64>| base.map(|b| format!("{:.1}× {name}", warm / b));
+        let parts: Vec<String> = [
+            vs("naive SQLite", naive),
+            vs("queue-file (default sync)", qf_sync),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         rows.push(Row(
-            "ratios".into(),
-            format!("warm track = {:.1}× naive SQLite", warm / naive),
-            format!("batch = {:.1}× slower than raw append", raw / batch),
+            "ratio: warm track()".into(),
+            parts.join(", "),
+            String::new(),
+        ));
+    }
+    if let (Some(raw), Some(batch)) = (raw, batch) {
+        rows.push(Row(
+            "ratio: raw append / batch".into(),
+            format!("{:.1}×", raw / batch),
+            String::new(),
         ));
     }
 

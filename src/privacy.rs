@@ -60,7 +60,19 @@ const SECRET_WORDS: [&str; 7] = [
     "credential",
     "api",
 ];
-const TOKEN_MARKERS: [&str; 7] = ["gh", "github_pat_", "sk-", "AKIA", "ASIA", "xox", "eyJ"];
+const TOKEN_MARKERS: [&str; 11] = [
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "sk-",
+    "AKIA",
+    "ASIA",
+    "xox",
+    "eyJ",
+];
 
 /// Removes personal data and secrets from strings: the home directory and user name,
 /// e-mail and IP addresses, URL query strings, fragments and userinfo, bearer tokens,

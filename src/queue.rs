@@ -19,17 +19,10 @@ pub const QUEUE_FILE: &str = "queue.db";
 const MIGRATIONS: &[&str] = &[include_str!("migrations/001_queue.sql")];
 const LATEST: i64 = MIGRATIONS.len() as i64;
 
-/// Checkpointed WAL files are truncated back to this size, so the WAL of a busy
-/// queue does not stay at its high-water mark.
-const JOURNAL_SIZE_LIMIT: i64 = 1024 * 1024;
-
-/// Pages in the WAL before a commit checkpoints it (SQLite's default). A long-lived
-/// host pays a checkpoint's fsyncs once per ~500 events; short-lived processes are
-/// kept cheap by the truncation on open instead (see WAL_TRUNCATE_BYTES).
-const WAL_AUTOCHECKPOINT: i64 = 1000;
-
-/// A WAL larger than this is checkpointed and truncated when a queue is opened.
-const WAL_TRUNCATE_BYTES: u64 = 512 * 1024;
+/// A WAL larger than this is checkpointed and truncated when a queue is opened: a
+/// fresh process replays the whole WAL on open, so it must stay short (about 25
+/// one-event processes' worth; the truncation's fsyncs are spread over as many runs).
+const WAL_TRUNCATE_BYTES: u64 = 64 * 1024;
 
 /// Page size of a new queue. Every commit writes whole pages to the WAL (the events
 /// leaf and the totals row), and the WAL is fsynced before each checkpoint: with
@@ -167,15 +160,12 @@ impl Queue {
         if version != LATEST {
             migrate(&mut conn, version)?;
         }
-        // Per-connection settings: no fsync per commit (WAL keeps commits atomic and
-        // durable across a process crash; a power loss may cost the last commits).
-        // The WAL is checkpointed every WAL_AUTOCHECKPOINT pages, never on close: a
-        // short-lived CLI would otherwise pay a checkpoint, two fsyncs and the WAL's
-        // deletion and re-creation on every run.
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = NORMAL; PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}; \
-             PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT};"
-        ))?;
+        // Per-connection: no fsync per commit (WAL keeps commits atomic and durable
+        // across a process crash; a power loss may cost the last commits). Checkpoints
+        // run every 1000 WAL pages (SQLite's default), never on close: a short-lived
+        // CLI would otherwise pay a checkpoint, two fsyncs and the WAL's deletion and
+        // re-creation on every run.
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
         conn.set_db_config(
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
