@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::net::Ipv6Addr;
 use std::sync::LazyLock;
 
+use aho_corasick::AhoCorasick;
 use regex::{Captures, Regex};
 use serde_json::Value;
 
@@ -51,28 +52,50 @@ static IPV6_CANDIDATE: LazyLock<Regex> =
 static LONG_HEX: LazyLock<Regex> = LazyLock::new(|| re(r"(?-u)\b[0-9a-fA-F]{32,}\b"));
 static LONG_BASE64: LazyLock<Regex> = LazyLock::new(|| re(r"(?-u)[A-Za-z0-9+_\-]{32,}={0,2}"));
 
-const SECRET_WORDS: [&str; 7] = [
-    "password",
-    "passwd",
-    "secret",
-    "key",
-    "token",
-    "credential",
-    "api",
+/// The cheap tests before the patterns: one pass over the text finds which of these
+/// occur (ASCII case-insensitively), and only the rules they belong to run.
+const MARKERS: [(&str, u8); 21] = [
+    ("://", URL_RULE),
+    ("bearer", AUTH_RULE),
+    ("basic", AUTH_RULE),
+    ("token", AUTH_RULE | SECRET_RULE),
+    ("password", SECRET_RULE),
+    ("passwd", SECRET_RULE),
+    ("secret", SECRET_RULE),
+    ("key", SECRET_RULE),
+    ("credential", SECRET_RULE),
+    ("ghp_", TOKEN_RULE),
+    ("gho_", TOKEN_RULE),
+    ("ghu_", TOKEN_RULE),
+    ("ghs_", TOKEN_RULE),
+    ("ghr_", TOKEN_RULE),
+    ("github_pat_", TOKEN_RULE),
+    ("sk-", TOKEN_RULE),
+    ("akia", TOKEN_RULE),
+    ("asia", TOKEN_RULE),
+    ("xox", TOKEN_RULE),
+    ("eyj", TOKEN_RULE),
+    ("@", EMAIL_RULE),
 ];
-const TOKEN_MARKERS: [&str; 11] = [
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat_",
-    "sk-",
-    "AKIA",
-    "ASIA",
-    "xox",
-    "eyJ",
-];
+const URL_RULE: u8 = 1;
+const AUTH_RULE: u8 = 2;
+const SECRET_RULE: u8 = 4;
+const TOKEN_RULE: u8 = 8;
+const EMAIL_RULE: u8 = 16;
+
+static MARKER_FINDER: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(MARKERS.iter().map(|(m, _)| m))
+        .expect("marker set is valid")
+});
+
+/// Which rules could match `text`, as a set of `*_RULE` bits.
+fn rules_for(text: &str) -> u8 {
+    MARKER_FINDER
+        .find_overlapping_iter(text)
+        .fold(0, |acc, m| acc | MARKERS[m.pattern().as_usize()].1)
+}
 
 /// Removes personal data and secrets from strings: the home directory and user name,
 /// e-mail and IP addresses, URL query strings, fragments and userinfo, bearer tokens,
@@ -126,9 +149,8 @@ impl Scrubber {
                 s = Cow::Owned(replace_path_prefix(&s, home));
             }
         }
-        let lower = text.to_ascii_lowercase();
-        let has = |needle: &str| lower.contains(needle);
-        if text.contains("://") {
+        let rules = rules_for(text);
+        if rules & URL_RULE != 0 {
             s = apply(s, &URL, |c| {
                 let mut out = format!("{}{}{}", &c[1], &c[3], &c[4]);
                 if c.get(5).is_some() {
@@ -140,18 +162,18 @@ impl Scrubber {
                 out
             });
         }
-        if has("bearer") || has("basic") || has("token") {
+        if rules & AUTH_RULE != 0 {
             s = apply(s, &AUTH_SCHEME, |c| format!("{}{}<redacted>", &c[1], &c[2]));
         }
-        if (text.contains('=') || text.contains(':')) && SECRET_WORDS.iter().any(|w| has(w)) {
+        if rules & SECRET_RULE != 0 && (text.contains('=') || text.contains(':')) {
             s = apply(s, &SECRET_ASSIGNMENT, |c| {
                 format!("{}{}{}<redacted>", &c[1], &c[2], &c[3])
             });
         }
-        if TOKEN_MARKERS.iter().any(|m| text.contains(m)) {
+        if rules & TOKEN_RULE != 0 {
             s = apply(s, &KNOWN_TOKEN, |_| "<secret>".into());
         }
-        if text.contains('@') {
+        if rules & EMAIL_RULE != 0 {
             s = apply(s, &EMAIL, |_| "<email>".into());
         }
         if text.bytes().filter(|b| *b == b'.').count() >= 3 {
@@ -165,7 +187,7 @@ impl Scrubber {
             s = apply_checked(s, &LONG_BASE64, looks_like_base64_secret, "<redacted>");
         }
         if let Some((user, name)) = &self.user {
-            if has(name) {
+            if text.to_ascii_lowercase().contains(name.as_str()) {
                 s = apply(s, user, |_| "<user>".into());
             }
         }

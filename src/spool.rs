@@ -8,12 +8,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::consent::{Consent, debug_mode};
 use crate::context::Context;
 use crate::error::{Error, Kind, Result};
-use crate::event::{Event, Payload, validate_name};
+use crate::event::{Event, validate_name};
 use crate::limits::Limits;
 use crate::privacy::Scrubber;
 use crate::queue::{NewEvent, Queue, QueueStats, QueuedEvent, ensure_dir};
@@ -152,7 +153,7 @@ pub(crate) struct Inner {
     pub(crate) lock_timeout: Duration,
     samples: Option<Samples>,
     state: Mutex<State>,
-    context: OnceLock<Context>,
+    context: OnceLock<Box<RawValue>>,
     scrubber: OnceLock<Scrubber>,
     session_id: String,
     failures: AtomicU64,
@@ -175,6 +176,18 @@ struct SettingsCache {
     checked: Option<Instant>,
     value: Option<Settings>,
     corrupt: bool,
+}
+
+/// How a payload is serialized: the same fields, in the same order, as [`Payload`].
+#[derive(Serialize)]
+struct PayloadRef<'a> {
+    id: String,
+    event: String,
+    timestamp: &'a str,
+    anonymous_id: &'a str,
+    session_id: &'a str,
+    context: &'a RawValue,
+    properties: Map<String, Value>,
 }
 
 /// Everything `spool status` shows.
@@ -303,16 +316,19 @@ impl Spool {
             };
             let now = now_ms();
             let mut payloads = Vec::with_capacity(events.len());
+            let timestamp = rfc3339_ms(now);
             for event in events {
                 let (name, props, raw_keys) = event.into_parts();
                 let properties = inner.scrub(props, &raw_keys);
-                let p = Payload {
+                // Field for field the public `Payload`, with the parts that are the same
+                // for every event borrowed (the context serialized once per process).
+                let p = PayloadRef {
                     id: uuid::Uuid::now_v7().to_string(),
                     event: name,
-                    timestamp: rfc3339_ms(now),
-                    anonymous_id: anonymous_id.clone(),
-                    session_id: inner.session_id.clone(),
-                    context: inner.context().clone(),
+                    timestamp: &timestamp,
+                    anonymous_id: &anonymous_id,
+                    session_id: &inner.session_id,
+                    context: inner.context_json(),
                     properties,
                 };
                 let json =
@@ -494,9 +510,12 @@ impl Inner {
         })
     }
 
-    fn context(&self) -> &Context {
-        self.context
-            .get_or_init(|| Context::detect(&self.app, self.tool.clone()))
+    fn context_json(&self) -> &RawValue {
+        self.context.get_or_init(|| {
+            let ctx = Context::detect(&self.app, self.tool.clone());
+            // A struct of strings and booleans always serializes.
+            serde_json::value::to_raw_value(&ctx).unwrap_or_else(|_| RawValue::NULL.to_owned())
+        })
     }
 
     fn scrub(
