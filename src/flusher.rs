@@ -236,13 +236,21 @@ impl Round {
         let client = client(&self.limits, app)?;
         let batch_size = self.limits.batch_size.max(1) as usize;
         let bare = self.limits.batch_size == 1;
+        // Renewed once half of it is used, not before every batch: each renewal is a
+        // commit of its own.
+        let lease_ms = hold(0);
+        let mut lease_until = 0;
         loop {
             if Instant::now() >= deadline {
                 self.report.end = FlushEnd::Deadline;
                 return Ok(());
             }
-            if !self.queue.renew_lease(&self.token, hold(now_ms()))? {
-                return Err(Kind::Refused("lost the flush lease to another flusher".into()).into());
+            let now = now_ms();
+            if now > lease_until - lease_ms / 2 {
+                lease_until = hold(now);
+                if !self.queue.renew_lease(&self.token, lease_until)? {
+                    return Err(Kind::Refused("lost the flush lease to another flusher".into()).into());
+                }
             }
             let batch = self.queue.due(now_ms(), batch_size)?;
             if batch.is_empty() {

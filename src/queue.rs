@@ -32,6 +32,9 @@ const PAGE_SIZE: i64 = 1024;
 const INSERT: &str =
     "INSERT INTO events (id, event, created_at, bytes, payload) VALUES (?1, ?2, ?3, ?4, ?5)";
 const TOTALS: &str = "SELECT events, bytes FROM totals WHERE id = 0";
+/// Every statement that adds or deletes events runs this in the same transaction.
+const ADJUST_TOTALS: &str =
+    "UPDATE totals SET events = events + ?1, bytes = bytes + ?2 WHERE id = 0";
 const ADD_COUNTER: &str = "INSERT INTO counters (name, value) VALUES (?1, ?2)
      ON CONFLICT (name) DO UPDATE SET value = value + excluded.value";
 
@@ -204,6 +207,9 @@ impl Queue {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             {
                 let mut ins = tx.prepare_cached(INSERT)?;
+                let bytes: usize = events.iter().map(|e| e.payload.len()).sum();
+                tx.prepare_cached(ADJUST_TOTALS)?
+                    .execute(params![events.len() as i64, bytes as i64])?;
                 for e in events {
                     ins.execute(params![
                         e.id,
@@ -268,6 +274,7 @@ impl Queue {
         let run = |conn: &mut Connection| -> rusqlite::Result<u64> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute("DELETE FROM events", [])? as u64;
+            tx.execute("UPDATE totals SET events = 0, bytes = 0 WHERE id = 0", [])?;
             tx.commit()?;
             Ok(n)
         };
@@ -373,10 +380,17 @@ impl Queue {
             let mut n = 0;
             {
                 let mut del = tx.prepare_cached("DELETE FROM events WHERE seq = ?1 AND id = ?2")?;
+                let mut bytes = 0;
                 for e in events {
-                    n += del.execute(params![e.seq, e.id])? as u64;
+                    if del.execute(params![e.seq, e.id])? > 0 {
+                        n += 1;
+                        // `bytes` was stored as the payload's length.
+                        bytes += e.payload.len() as i64;
+                    }
                 }
                 if n > 0 {
+                    tx.prepare_cached(ADJUST_TOTALS)?
+                        .execute(params![-(n as i64), -bytes])?;
                     tx.prepare_cached(ADD_COUNTER)?
                         .execute(params![counter, n as i64])?;
                 }
@@ -536,6 +550,9 @@ fn enforce_caps(
     let n = tx
         .prepare_cached("DELETE FROM events WHERE seq <= ?1")?
         .execute([cutoff])? as u64;
+    // The walk above deleted exactly these rows from the running totals.
+    tx.prepare_cached("UPDATE totals SET events = ?1, bytes = ?2 WHERE id = 0")?
+        .execute(params![events, bytes])?;
     tx.prepare_cached(ADD_COUNTER)?
         .execute(params!["dropped_cap", n as i64])?;
     Ok(n)
@@ -783,6 +800,34 @@ mod tests {
         let s = q.stats().unwrap();
         assert_eq!((s.events, s.bytes), (3, 900));
         assert_eq!(s.dropped["cap"], 9);
+    }
+
+    /// The totals are kept by hand in every write path; they must equal a recount.
+    #[test]
+    fn totals_always_match_a_recount() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(dir.path(), Duration::from_millis(100)).unwrap();
+        let recount = |q: &Queue| -> (u64, u64) {
+            let (n, b): (i64, Option<i64>) =
+                q.conn.query_row("SELECT count(*), sum(bytes) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            (n as u64, b.unwrap_or(0) as u64)
+        };
+        let check = |q: &Queue| {
+            let s = q.stats().unwrap();
+            assert_eq!((s.events, s.bytes), recount(q));
+        };
+        put(&mut q, 4, 10);
+        check(&q);
+        put(&mut q, 4, 300); // past both caps: evicts
+        check(&q);
+        let due = q.due(now_ms(), 2).unwrap();
+        q.remove(&due, "sent").unwrap();
+        check(&q);
+        q.remove(&due, "sent").unwrap(); // already gone: no change
+        check(&q);
+        q.clear().unwrap();
+        check(&q);
+        assert_eq!(recount(&q), (0, 0));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 -- 001: the first schema. Events wait in `events` in arrival order (`seq`); `totals`
--- keeps the count and byte size current through triggers, so enforcing the caps on
--- every insert costs one row read instead of a scan. `counters` tells users what was
+-- keeps their count and byte size, updated by every statement that inserts or deletes
+-- events, in the same transaction, so enforcing the caps costs one row read instead of
+-- a scan. (Not by triggers: a trigger runs once per row, and a flush deletes 100 rows
+-- per commit.) `counters` tells users what was
 -- dropped and why; `state` holds delivery state that must survive short-lived
 -- processes (endpoint backoff, last flush); `lease` lets one flusher run at a time.
 -- No AUTOINCREMENT and no index on `id`: each would add a page to every commit, and
@@ -24,12 +26,6 @@ CREATE TABLE totals (
 );
 INSERT INTO totals (id, events, bytes) VALUES (0, 0, 0);
 
-CREATE TRIGGER events_counted AFTER INSERT ON events BEGIN
-    UPDATE totals SET events = events + 1, bytes = bytes + NEW.bytes WHERE id = 0;
-END;
-CREATE TRIGGER events_uncounted AFTER DELETE ON events BEGIN
-    UPDATE totals SET events = events - 1, bytes = bytes - OLD.bytes WHERE id = 0;
-END;
 
 CREATE TABLE counters (
     name  TEXT PRIMARY KEY,
