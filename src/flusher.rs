@@ -249,7 +249,9 @@ impl Round {
             if now > lease_until - lease_ms / 2 {
                 lease_until = hold(now);
                 if !self.queue.renew_lease(&self.token, lease_until)? {
-                    return Err(Kind::Refused("lost the flush lease to another flusher".into()).into());
+                    return Err(
+                        Kind::Refused("lost the flush lease to another flusher".into()).into(),
+                    );
                 }
             }
             let batch = self.queue.due(now_ms(), batch_size)?;

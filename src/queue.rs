@@ -227,6 +227,22 @@ impl Queue {
         run(&mut self.conn).map_err(|e| Error::queue(path, e))
     }
 
+    /// Sets how many WAL pages a commit on this connection lets pile up before it
+    /// checkpoints them itself (0: never; another connection does it).
+    pub fn set_autocheckpoint(&self, pages: i64) -> Result<()> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", pages)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Copies the WAL into the database as far as readers allow, without waiting for
+    /// anyone; a later writer then starts the WAL over.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(|e| self.err(e))
+    }
+
     /// The oldest `limit` events, oldest first.
     pub fn list(&self, limit: usize) -> Result<Vec<QueuedEvent>> {
         let mut st = self
@@ -808,8 +824,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut q = Queue::open(dir.path(), Duration::from_millis(100)).unwrap();
         let recount = |q: &Queue| -> (u64, u64) {
-            let (n, b): (i64, Option<i64>) =
-                q.conn.query_row("SELECT count(*), sum(bytes) FROM events", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            let (n, b): (i64, Option<i64>) = q
+                .conn
+                .query_row("SELECT count(*), sum(bytes) FROM events", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
             (n as u64, b.unwrap_or(0) as u64)
         };
         let check = |q: &Queue| {

@@ -4,7 +4,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -25,6 +25,10 @@ use crate::time::{now_ms, rfc3339_ms};
 /// event: long enough to ride out a flusher's short transactions, short enough that
 /// a host never notices.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Commits on one recording connection between checkpoint requests (about 500 KiB
+/// of WAL with small events).
+const CHECKPOINT_EVERY: u32 = 256;
 
 /// How often a long-running host looks at `config.json` for a changed choice.
 const SETTINGS_RECHECK: Duration = Duration::from_millis(250);
@@ -162,6 +166,10 @@ pub(crate) struct Inner {
 #[derive(Default)]
 struct State {
     queue: Option<Queue>,
+    /// Commits on the recording connection since the last checkpoint request.
+    commits: u32,
+    /// Wakes this spool's checkpointer thread, once it runs.
+    checkpointer: Option<mpsc::Sender<()>>,
     settings: SettingsCache,
     synced: bool,
 }
@@ -362,6 +370,11 @@ impl Spool {
                 // Reopen next time: if the file went bad, opening sets it aside.
                 st.queue = None;
                 return Err(e);
+            }
+            st.commits += 1;
+            if st.commits >= CHECKPOINT_EVERY {
+                st.commits = 0;
+                inner.request_checkpoint(st);
             }
             Ok(payloads
                 .into_iter()
@@ -647,9 +660,55 @@ impl Inner {
             .ok_or_else(|| Kind::Refused("settings have no anonymous id".into()).into())
     }
 
+    /// Asks this spool's checkpointer thread to checkpoint the WAL, starting the thread
+    /// the first time, so a long-running host never pays a checkpoint's fsyncs inside
+    /// `track`. Until then (and in a one-shot process, which never gets here) the
+    /// connection checkpoints inline at SQLite's default of 1000 pages, which
+    /// CHECKPOINT_EVERY commits stay below.
+    fn request_checkpoint(&self, st: &mut State) {
+        if st.checkpointer.is_none() {
+            let Some(dir) = self.dir.clone() else { return };
+            let (tx, rx) = mpsc::channel::<()>();
+            let spawned = std::thread::Builder::new()
+                .name("eventspool-checkpoint".into())
+                .spawn(move || {
+                    let Ok(Some(queue)) = Queue::open_existing(&dir, Duration::from_secs(2)) else {
+                        return;
+                    };
+                    while rx.recv().is_ok() {
+                        while rx.try_recv().is_ok() {}
+                        if let Err(e) = queue.checkpoint() {
+                            log::debug!("eventspool: checkpoint: {e}");
+                        }
+                    }
+                });
+            // Without a thread the connection keeps checkpointing inline (SQLite's default).
+            let Ok(_) = spawned else { return };
+            if let Some(q) = &st.queue {
+                let _ = q.set_autocheckpoint(0);
+            }
+            st.checkpointer = Some(tx);
+        }
+        if let Some(tx) = &st.checkpointer {
+            if tx.send(()).is_err() {
+                // The thread is gone: checkpoint inline from now on.
+                st.checkpointer = None;
+                if let Some(q) = &st.queue {
+                    let _ = q.set_autocheckpoint(1000);
+                }
+            }
+        }
+    }
+
     fn queue<'s>(&self, st: &'s mut State) -> Result<&'s mut Queue> {
         if st.queue.is_none() {
-            st.queue = Some(Queue::open(self.require_dir()?, self.lock_timeout)?);
+            let queue = Queue::open(self.require_dir()?, self.lock_timeout)?;
+            // Once a checkpointer thread runs, it checkpoints instead of this
+            // connection (see request_checkpoint).
+            if st.checkpointer.is_some() {
+                let _ = queue.set_autocheckpoint(0);
+            }
+            st.queue = Some(queue);
         }
         st.queue
             .as_mut()
