@@ -11,6 +11,60 @@ use crate::error::{Kind, Result};
 /// Longest event name accepted, in characters.
 pub const MAX_NAME_LEN: usize = 64;
 
+/// Deepest nesting of arrays and objects accepted in properties. Scrubbing and
+/// serializing recurse, so a host's accidentally self-similar value must be refused
+/// before them, not overflow the stack.
+pub const MAX_DEPTH: usize = 32;
+
+/// Returns an error if `props` nest deeper than [`MAX_DEPTH`], or if their keys and
+/// strings add up to more than four times `max_event_bytes`: no scrubbing makes such
+/// an event fit, and refusing it first spares the host the work. Checked without
+/// recursion.
+pub(crate) fn check_shape(props: &Map<String, Value>, max_event_bytes: u64) -> Result<()> {
+    let budget = max_event_bytes.saturating_mul(4);
+    let mut size: u64 = props.keys().map(|k| k.len() as u64).sum();
+    let mut stack: Vec<(&Value, usize)> = props.values().map(|v| (v, 1)).collect();
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => {
+                size += o.keys().map(|k| k.len() as u64).sum::<u64>();
+                Box::new(o.values())
+            }
+            Value::String(s) => {
+                size += s.len() as u64;
+                continue;
+            }
+            _ => continue,
+        };
+        if depth >= MAX_DEPTH {
+            return Err(Kind::Properties(format!("nested deeper than {MAX_DEPTH} levels")).into());
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    if size > budget {
+        return Err(Kind::EventTooLarge {
+            size: size as usize,
+            max: max_event_bytes as usize,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Drops a value without recursion, so a refused, very deep value cannot overflow
+/// the stack on its way out either.
+pub(crate) fn drop_flat(props: Map<String, Value>) {
+    let mut stack: Vec<Value> = props.into_iter().map(|(_, v)| v).collect();
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(a) => stack.extend(a),
+            Value::Object(o) => stack.extend(o.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
 /// A usage event a host records: a name and a JSON object of properties.
 ///
 /// Every string property is scrubbed of personal data before it is stored (see
@@ -182,6 +236,29 @@ mod tests {
         ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let mut v = Value::Null;
+        for _ in 0..100_000 {
+            v = Value::Array(vec![v]);
+        }
+        let mut props = Map::new();
+        props.insert("deep".into(), v);
+        let err = check_shape(&props, 32 * 1024).unwrap_err().to_string();
+        assert!(err.contains("nested deeper than 32"), "{err}");
+        drop_flat(props);
+        let mut ok = Map::new();
+        ok.insert("a".into(), serde_json::json!({"b": [1, {"c": 2}]}));
+        assert!(check_shape(&ok, 32 * 1024).is_ok());
+        ok.insert("big".into(), "z".repeat(200 * 1024).into());
+        assert!(
+            check_shape(&ok, 32 * 1024)
+                .unwrap_err()
+                .to_string()
+                .contains("over the 32768-byte limit")
+        );
     }
 
     #[test]

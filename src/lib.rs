@@ -70,7 +70,7 @@ pub use delivery::{
     parse_retry_after,
 };
 pub use error::{Error, Result};
-pub use event::{Event, MAX_NAME_LEN, Payload, validate_name};
+pub use event::{Event, MAX_DEPTH, MAX_NAME_LEN, Payload, validate_name};
 pub use flusher::{FlushEnd, FlushOptions, FlushReport, Progress};
 pub use limits::{LIMIT_ENV_VARS, Limits, parse_count, parse_duration, parse_size};
 pub use privacy::{MAX_ERROR_CHARS, Scrubber, is_error_key};

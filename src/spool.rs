@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use crate::consent::{Consent, debug_mode};
 use crate::context::Context;
 use crate::error::{Error, Kind, Result};
-use crate::event::{Event, validate_name};
+use crate::event::{Event, check_shape, drop_flat, validate_name};
 use crate::limits::Limits;
 use crate::privacy::Scrubber;
 use crate::queue::{NewEvent, Queue, QueueStats, QueuedEvent, ensure_dir};
@@ -327,6 +327,10 @@ impl Spool {
             let timestamp = rfc3339_ms(now);
             for event in events {
                 let (name, props, raw_keys) = event.into_parts();
+                if let Err(e) = check_shape(&props, limits.max_event_bytes) {
+                    drop_flat(props);
+                    return Err(e);
+                }
                 let properties = inner.scrub(props, &raw_keys);
                 // Field for field the public `Payload`, with the parts that are the same
                 // for every event borrowed (the context serialized once per process).

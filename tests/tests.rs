@@ -7,6 +7,8 @@
 //! - `queue_storage`: caps, permissions, corrupt-file recovery, concurrent writers
 //! - `delivery`: batches, retries, `Retry-After`, drops, splitting, timeouts, expiry, endpoints
 //! - `flushers`: the lease under SIGKILL and concurrency, background and detached flushers
+//! - `guarantees`: SIGKILL mid-write, torn WAL, held locks, hostile input, concurrent
+//!   recovery, foreign files, clear under load
 //! - `host_integration`: the example hosts end to end, mounted commands, the notice
 // Tests state what they expect with unwrap: a failure there is the test failing.
 #![allow(clippy::unwrap_used)]
@@ -16,6 +18,7 @@ mod util;
 mod consent;
 mod delivery;
 mod flushers;
+mod guarantees;
 mod host_integration;
 mod queue_storage;
 mod recording;

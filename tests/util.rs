@@ -498,3 +498,82 @@ pub fn temp() -> (tempfile::TempDir, PathBuf) {
 pub fn status(dir: &Path) -> Value {
     serde_json::from_str(&spool(dir).args(["status", "--json"]).ok()).expect("status JSON")
 }
+
+/// Set in a child started by [`child_writer`]: the queue directory it writes to.
+const CHILD_DIR: &str = "EVENTSPOOL_TEST_WRITER_DIR";
+
+/// Starts a child process (this test binary, re-run on [`child_writer_entry`]) that
+/// records events into `dir` as fast as it can and prints `ID <id>` on stdout after
+/// each `track` returns, until it has written `max` events or is killed.
+pub fn child_writer(dir: &Path, max: usize) -> std::process::Child {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = clean_command(&exe);
+    cmd.args([
+        "--exact",
+        "util::child_writer_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_DIR, dir)
+    .env("EVENTSPOOL_TEST_WRITER_MAX", max.to_string())
+    .env("SPOOL_MAX_EVENTS", "10000000")
+    .env("SPOOL_MAX_BYTES", "1GiB")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    cmd.spawn().expect("child writer starts")
+}
+
+/// The ids a child writer printed, in order.
+pub fn printed_ids(out: &[u8]) -> Vec<String> {
+    // libtest may print `test … ... ` before the first line, without a newline.
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| l.rsplit_once("ID "))
+        .map(|(_, id)| id.to_string())
+        .collect()
+}
+
+/// Not a test: the entry point of [`child_writer`] processes. In the normal test
+/// run the variable is unset and it returns at once.
+#[test]
+fn child_writer_entry() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
+    let max: usize = std::env::var("EVENTSPOOL_TEST_WRITER_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
+    let spool = eventspool::Spool::builder("spool")
+        .dir(PathBuf::from(dir))
+        .build();
+    let mut out = std::io::stdout().lock();
+    for i in 0..max {
+        match spool.try_track(eventspool::Event::new("written").property("i", i as u64)) {
+            Ok(eventspool::Recorded::Queued(id)) => {
+                writeln!(out, "ID {id}").expect("stdout");
+                out.flush().expect("stdout");
+            }
+            other => panic!("not queued: {other:?}"),
+        }
+    }
+}
+
+/// Every id in the queue file, read directly with SQLite, oldest first.
+pub fn ids_in_queue_file(dir: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join("queue.db")).expect("open queue");
+    let mut st = conn
+        .prepare("SELECT id FROM events ORDER BY seq")
+        .expect("prepare");
+    st.query_map([], |r| r.get(0))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect()
+}
+
+/// `PRAGMA quick_check` of the queue file.
+pub fn quick_check(dir: &Path) -> String {
+    let conn = rusqlite::Connection::open(dir.join("queue.db")).expect("open queue");
+    conn.query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .expect("quick_check")
+}

@@ -1,0 +1,378 @@
+//! The guarantees under stress: crashes, torn files, held locks, hostile input,
+//! concurrent recovery, foreign files, and purging under load. Iteration counts grow
+//! with `EVENTSPOOL_LONG_TESTS=1`.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use eventspool::{Event, Recorded, Spool};
+
+use crate::util::{
+    child_writer, files_in, ids_in_queue_file, printed_ids, queued, quick_check, spool, temp,
+};
+
+fn long() -> bool {
+    std::env::var_os("EVENTSPOOL_LONG_TESTS").is_some()
+}
+
+/// Kills a child writer after `after` and returns the ids it printed.
+fn kill_after(dir: &std::path::Path, after: Duration) -> Vec<String> {
+    let mut child = child_writer(dir, usize::MAX);
+    std::thread::sleep(after);
+    child.kill().unwrap(); // SIGKILL
+    let out = child.wait_with_output().unwrap();
+    printed_ids(&out.stdout)
+}
+
+#[test]
+fn queued_events_survive_sigkill_mid_write() {
+    let (_t, dir) = temp();
+    let iterations = if long() { 500 } else { 50 };
+    let mut printed = Vec::new();
+    for i in 0..iterations {
+        // A spread of moments: just after start (mid-open or mid-migration) to well
+        // into the write loop.
+        let after = Duration::from_millis(2 + (i * 7919 % 60) as u64);
+        printed.extend(kill_after(&dir, after));
+    }
+    assert!(
+        printed.len() > iterations,
+        "the writers wrote too little to prove anything: {}",
+        printed.len()
+    );
+    let stored: HashSet<String> = ids_in_queue_file(&dir).into_iter().collect();
+    let lost: Vec<&String> = printed.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        printed.len(),
+        &lost[..lost.len().min(3)]
+    );
+    assert_eq!(quick_check(&dir), "ok");
+    eprintln!(
+        "sigkill mid-write: {iterations} kills, {} events acknowledged, 0 lost",
+        printed.len()
+    );
+}
+
+#[test]
+fn a_torn_wal_keeps_the_committed_prefix() {
+    for (what, tear) in [("truncated", 0), ("junk appended", 1)] {
+        let (_t, dir) = temp();
+        // Kill the writer once its WAL holds a good number of commits.
+        let wal = dir.join("queue.db-wal");
+        let mut child = child_writer(&dir, usize::MAX);
+        let t = Instant::now();
+        while std::fs::metadata(&wal).map_or(0, |m| m.len()) < 8192 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{what}: the writer wrote nothing"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        let first = printed_ids(&child.wait_with_output().unwrap().stdout);
+        let len = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{what}: no WAL to tear");
+        if tear == 0 {
+            let f = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+            f.set_len(len * 2 / 3 + 7).unwrap(); // mid-frame
+        } else {
+            let mut junk = std::fs::read(&wal).unwrap();
+            junk.extend((0..5000u32).map(|i| (i * 31 % 251) as u8));
+            std::fs::write(&wal, junk).unwrap();
+        }
+        // The queue opens and works; what is left is a prefix of what was written.
+        let after = spool(&dir).args(["track", "after"]).ok();
+        assert_eq!(quick_check(&dir), "ok", "{what}");
+        let stored = ids_in_queue_file(&dir);
+        let (before, last) = stored.split_at(stored.len() - 1);
+        assert_eq!(last[0], after.trim(), "{what}");
+        assert_eq!(
+            before,
+            &first[..before.len()],
+            "{what}: not a prefix of the written events"
+        );
+        if tear == 1 {
+            assert_eq!(
+                before.len(),
+                first.len(),
+                "junk after the last frame loses nothing"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_held_write_lock_never_blocks_the_host_past_the_lock_timeout() {
+    let (_t, dir) = temp();
+    let host = Spool::builder("spool").dir(&dir).build();
+    host.track(Event::new("warm-up"));
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let path = dir.join("queue.db");
+    let holder = std::thread::spawn(move || {
+        let mut conn = rusqlite::Connection::open(path).unwrap();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        tx.execute("UPDATE totals SET events = events WHERE id = 0", [])
+            .unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(10));
+        drop(tx);
+    });
+    locked_rx.recv().unwrap();
+    let t0 = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..10 {
+        let t = Instant::now();
+        host.track(Event::new("while-locked").property("i", i));
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the host waited {:?} in all",
+        t0.elapsed()
+    );
+    assert!(
+        slowest < Duration::from_millis(600),
+        "slowest track() under the lock: {slowest:?}"
+    );
+    assert_eq!(host.failures(), 10, "each event was dropped and counted");
+    eprintln!("held lock: slowest track() {slowest:?} (lock timeout 200 ms)");
+    holder.join().unwrap();
+    host.track(Event::new("after"));
+    assert_eq!(host.failures(), 10);
+    assert_eq!(host.list(100).unwrap().len(), 2);
+}
+
+#[test]
+fn hostile_input_is_refused_or_stored_safely() {
+    let (_t, dir) = temp();
+    let host = Spool::builder("spool").dir(&dir).build();
+    let err = |e: Event| host.try_track(e).unwrap_err().to_string();
+
+    // 10 MB event: refused by size, quickly.
+    let t = Instant::now();
+    assert!(
+        err(Event::new("big").property("blob", "z".repeat(10 << 20)))
+            .contains("over the 32768-byte limit")
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+
+    // Nesting 10,000 deep: refused without a stack overflow.
+    let mut deep = serde_json::Value::Null;
+    for _ in 0..10_000 {
+        deep = serde_json::Value::Array(vec![deep]);
+    }
+    assert!(err(Event::new("deep").property("v", deep)).contains("nested deeper than 32"));
+
+    // 10,000 properties: too large at the default size, stored when allowed.
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..10_000).map(|i| (format!("k{i}"), i.into())).collect();
+    assert!(err(Event::new("many").properties(many.clone().into()).unwrap()).contains("over the"));
+    let roomy = Spool::builder("spool")
+        .dir(&dir)
+        .limits(eventspool::Limits {
+            max_event_bytes: 1 << 20,
+            ..Default::default()
+        })
+        .build();
+    assert!(matches!(
+        roomy.try_track(Event::new("many").properties(many.into()).unwrap()),
+        Ok(Recorded::Queued(_))
+    ));
+
+    // SQL-looking text and NUL bytes are data, stored and shown exactly.
+    let sql = "x'); DROP TABLE events; --";
+    let nul = "a\0b";
+    let Recorded::Queued(id) = host
+        .try_track(Event::new("sql").property("q", sql).property("n", nul))
+        .unwrap()
+    else {
+        panic!()
+    };
+    let shown: serde_json::Value =
+        serde_json::from_str(&spool(&dir).args(["show", &id]).ok()).unwrap();
+    assert_eq!(shown["properties"]["q"], sql);
+    assert_eq!(shown["properties"]["n"], nul);
+    assert_eq!(quick_check(&dir), "ok");
+
+    // Through the CLI: deep JSON, invalid UTF-8 and a NUL escape in --props.
+    let deep_json = format!("{{\"v\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+    let line = spool(&dir)
+        .args(["track", "e", "--props", &deep_json])
+        .fails();
+    assert!(line.contains("recursion limit"), "{line}");
+    let out = spool(&dir)
+        .args(["track", "e", "--props", r#"{"n":"a\u0000b"}"#])
+        .ok();
+    assert!(!out.trim().is_empty());
+    let before = queued(&dir).len();
+    use std::os::unix::ffi::OsStrExt;
+    spool(&dir)
+        .args([
+            std::ffi::OsStr::new("track"),
+            std::ffi::OsStr::new("e"),
+            std::ffi::OsStr::new("-p"),
+            std::ffi::OsStr::from_bytes(b"k=\xff\xfe"),
+        ])
+        .fails();
+    assert_eq!(queued(&dir).len(), before);
+}
+
+#[test]
+fn garbage_queue_file_opened_by_eight_processes_is_set_aside_once() {
+    let garbage: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "random bytes",
+            (0..65536u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+                .collect(),
+        ),
+        ("text", b"hello, not a database\n".repeat(500)),
+        ("flipped header", {
+            // A valid queue whose header magic is damaged.
+            let (_t, d) = temp();
+            crate::util::fill(&d, 20);
+            let mut bytes = std::fs::read(d.join("queue.db")).unwrap();
+            bytes[0] ^= 0xff;
+            bytes
+        }),
+    ];
+    for (what, bytes) in garbage {
+        let (_t, dir) = temp();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("queue.db"), &bytes).unwrap();
+        let children: Vec<_> = (0..8)
+            .map(|i| {
+                spool(&dir)
+                    .args(["track", "after", "-p", &format!("i={i}")])
+                    .spawn()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let aside: Vec<String> = files_in(&dir)
+            .into_iter()
+            .filter(|f| {
+                f.starts_with("queue.db.corrupt-") && !f.ends_with("-wal") && !f.ends_with("-shm")
+            })
+            .collect();
+        assert_eq!(aside.len(), 1, "{what}: {:?}", files_in(&dir));
+        assert_eq!(
+            std::fs::read(dir.join(&aside[0])).unwrap(),
+            bytes,
+            "{what}: kept intact"
+        );
+        assert_eq!(
+            queued(&dir).len(),
+            8,
+            "{what}: one fresh queue with every later event"
+        );
+        assert_eq!(quick_check(&dir), "ok");
+    }
+}
+
+#[test]
+fn a_symlinked_queue_file_or_a_foreign_directory_is_refused() {
+    let (t, dir) = temp();
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = t.path().join("target.db");
+    std::fs::write(&target, b"precious").unwrap();
+    std::os::unix::fs::symlink(&target, dir.join("queue.db")).unwrap();
+    let line = spool(&dir).args(["track", "e"]).fails();
+    assert!(line.contains("symbolic link"), "{line}");
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        b"precious",
+        "nothing written through the link"
+    );
+
+    // A directory that belongs to someone else (only root can arrange that here).
+    let (_t2, foreign) = temp();
+    std::fs::create_dir_all(&foreign).unwrap();
+    let nobody = 65534;
+    if std::os::unix::fs::chown(&foreign, Some(nobody), Some(nobody)).is_ok() {
+        let line = spool(&foreign).args(["track", "e"]).fails();
+        assert!(line.contains("belongs to another user"), "{line}");
+        assert!(files_in(&foreign).is_empty());
+    } else {
+        eprintln!("skipped the foreign-owner half: not running as root");
+    }
+}
+
+#[test]
+fn clear_under_load_keeps_the_file_and_later_writes() {
+    let (_t, dir) = temp();
+    spool(&dir).args(["track", "first"]).ok();
+    let inode = std::fs::metadata(dir.join("queue.db")).unwrap().ino();
+    let writers: Vec<_> = (0..8).map(|_| child_writer(&dir, usize::MAX)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut cleared_at = 0u64;
+    for _ in 0..5 {
+        let out = spool(&dir).args(["clear"]).ok();
+        assert!(out.starts_with("Removed "), "{out}");
+        cleared_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut printed = Vec::new();
+    for mut w in writers {
+        w.kill().unwrap();
+        printed.extend(printed_ids(&w.wait_with_output().unwrap().stdout));
+    }
+    assert_eq!(
+        std::fs::metadata(dir.join("queue.db")).unwrap().ino(),
+        inode,
+        "the file keeps its inode"
+    );
+    // A UUIDv7 carries the millisecond it was made: ids made after the last clear
+    // returned were recorded after it, and must all be there.
+    let stored: HashSet<String> = ids_in_queue_file(&dir).into_iter().collect();
+    let later: Vec<&String> = printed
+        .iter()
+        .filter(|id| {
+            uuid::Uuid::parse_str(id)
+                .unwrap()
+                .get_timestamp()
+                .unwrap()
+                .to_unix()
+                .0
+                * 1000
+                > cleared_at + 1000
+        })
+        .collect();
+    let later: Vec<&String> = if later.is_empty() {
+        printed
+            .iter()
+            .filter(|id| {
+                let (s, ns) = uuid::Uuid::parse_str(id)
+                    .unwrap()
+                    .get_timestamp()
+                    .unwrap()
+                    .to_unix();
+                s * 1000 + u64::from(ns) / 1_000_000 > cleared_at
+            })
+            .collect()
+    } else {
+        later
+    };
+    assert!(!later.is_empty(), "no writes after the last clear to check");
+    assert!(
+        later.iter().all(|id| stored.contains(*id)),
+        "writes after the clear were lost"
+    );
+    assert_eq!(quick_check(&dir), "ok");
+}
