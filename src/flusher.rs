@@ -274,8 +274,12 @@ impl Round {
             // A 413 splits a batch in halves, sent in order; a stack keeps that order.
             let mut stack = vec![batch];
             while let Some(chunk) = stack.pop() {
+                pause_point("before_request");
                 let outcome = self.send(&client, &chunk, bare, deadline).await;
                 self.report.requests += 1;
+                if outcome == Outcome::Delivered {
+                    pause_point("after_response");
+                }
                 match outcome {
                     Outcome::Delivered => self.report.sent += self.queue.remove(&chunk, "sent")?,
                     Outcome::Rejected => {
@@ -396,6 +400,19 @@ impl Round {
             Err(_) => Outcome::Retry(None),
         }
     }
+}
+
+/// A place where crash tests stop the flusher to kill it at an exact point:
+/// `EVENTSPOOL_TEST_PAUSE=<name>` holds the process there for a minute. Compiled
+/// into debug builds only; a no-op in release builds.
+fn pause_point(name: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var("EVENTSPOOL_TEST_PAUSE").is_ok_and(|v| v == name) {
+        eprintln!("eventspool: paused at {name}");
+        std::thread::sleep(Duration::from_secs(60));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = name;
 }
 
 /// Reads a response body up to the cap so the connection can be reused, and no

@@ -181,3 +181,56 @@ fn detached_flush_delivers_and_spawns_nothing_when_disabled_or_empty() {
         .ok();
     assert!(out.contains("Nothing to flush"), "empty queue: {out}");
 }
+
+/// Starts `spool flush` stopped at a pause point, waits until it is there, kills it.
+fn kill_flush_at(dir: &std::path::Path, url: &str, point: &str) {
+    use std::io::BufRead;
+    let mut child = spool(dir)
+        .args(["flush", "--endpoint", url])
+        .env("EVENTSPOOL_TEST_PAUSE", point)
+        .spawn();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains(&format!("paused at {point}")), "{line}");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+}
+
+#[test]
+fn sigkill_before_the_request_loses_nothing_and_sends_nothing_twice() {
+    let (_t, dir) = temp();
+    let ids = fill(&dir, 250);
+    let server = TestServer::answering(200);
+    kill_flush_at(&dir, &server.url, "before_request");
+    assert_eq!(server.requests().len(), 0);
+    let out = spool(&dir).args(["flush", "--endpoint", &server.url]).ok();
+    assert!(
+        out.contains("sent 250"),
+        "the lease of the killed flusher was not taken over: {out}"
+    );
+    assert_delivered_once(&server, &ids);
+}
+
+#[test]
+fn sigkill_after_the_2xx_before_the_delete_resends_that_batch_once() {
+    let (_t, dir) = temp();
+    let ids = fill(&dir, 250);
+    let server = TestServer::answering(200);
+    kill_flush_at(&dir, &server.url, "after_response");
+    assert_eq!(server.ids().len(), 100, "the first batch was acknowledged");
+    assert_eq!(queued(&dir).len(), 250, "but not deleted");
+    let out = spool(&dir).args(["flush", "--endpoint", &server.url]).ok();
+    assert!(out.contains("sent 250"), "{out}");
+    let got = server.ids();
+    let unique: std::collections::HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), 250);
+    assert!(ids.iter().all(|id| unique.contains(id)));
+    assert_eq!(
+        got.len() - unique.len(),
+        100,
+        "exactly the one batch is sent twice"
+    );
+    assert!(queued(&dir).is_empty());
+}
