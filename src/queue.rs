@@ -29,6 +29,9 @@ const WAL_TRUNCATE_BYTES: u64 = 64 * 1024;
 /// 1 KiB pages a 500-byte event costs 2 KiB of WAL instead of 8 KiB.
 const PAGE_SIZE: i64 = 1024;
 
+/// How long the truncating checkpoint on open may wait for other connections.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(20);
+
 const INSERT: &str =
     "INSERT INTO events (id, event, created_at, bytes, payload) VALUES (?1, ?2, ?3, ?4, ?5)";
 const TOTALS: &str = "SELECT events, bytes FROM totals WHERE id = 0";
@@ -120,7 +123,9 @@ impl Queue {
         ensure_dir(dir)?;
         let path = dir.join(QUEUE_FILE);
         create_file(&path)?;
-        Self::open_file(path, busy)
+        let mut queue = Self::open_file(path, busy)?;
+        queue.truncate_long_wal(busy)?;
+        Ok(queue)
     }
 
     /// Opens the queue in `dir` if its file exists; never creates anything.
@@ -137,6 +142,29 @@ impl Queue {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
         }
+    }
+
+    /// Keeps the WAL short for the next fresh process. Only recording opens do this:
+    /// the checkpoint blocks writers while it runs, and readers opening in a loop
+    /// (`spool list`, a flusher) must not stall recording hosts.
+    fn truncate_long_wal(&mut self, busy: Duration) -> Result<()> {
+        let path = self.path.clone();
+        let conn = &mut self.conn;
+        let run = |conn: &mut Connection| -> rusqlite::Result<()> {
+            // A process that writes once and exits never restarts the WAL, so without this
+            // it would only grow, and every fresh process replays all of it on open.
+            let wal = fs::metadata(format!("{}-wal", path.display())).map_or(0, |m| m.len());
+            if wal > WAL_TRUNCATE_BYTES {
+                // A TRUNCATE checkpoint holds the write lock while it waits for readers, so
+                // it gets a short wait of its own: other writers must never wait on it for
+                // long. Busy is fine; the next opener tries again.
+                set_busy_wait(conn, TRUNCATE_WAIT)?;
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                set_busy_wait(conn, busy)?;
+            }
+            Ok(())
+        };
+        run(conn).map_err(|e| Error::queue(&self.path, e))
     }
 
     fn open_file(path: PathBuf, busy: Duration) -> Result<Queue> {
@@ -157,7 +185,7 @@ impl Queue {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let mut conn = Connection::open_with_flags(path, flags)?;
-        conn.busy_timeout(busy)?;
+        set_busy_wait(&mut conn, busy)?;
         conn.set_prepared_statement_cache_capacity(32);
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version != LATEST {
@@ -173,13 +201,6 @@ impl Queue {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
         )?;
-        // A process that writes once and exits never restarts the WAL, so without this
-        // it would only grow, and every fresh process replays all of it on open.
-        let wal = fs::metadata(format!("{}-wal", path.display())).map_or(0, |m| m.len());
-        if wal > WAL_TRUNCATE_BYTES {
-            // Busy (a reader in another process) is fine: the next opener tries again.
-            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-        }
         // Preparing the insert proves the schema is ours; a file that claims our
         // version but lacks the tables is treated as invalid.
         conn.prepare_cached(INSERT)?;
@@ -522,6 +543,35 @@ impl Queue {
             .map(|_| ())
             .map_err(|e| self.err(e))
     }
+}
+
+/// Waits up to `wait` for another connection's lock, polling about every
+/// millisecond. SQLite's own busy timeout sleeps up to 100 ms between tries, so with
+/// many writers in a loop a waiter sleeps through every free moment and starves; a
+/// short, jittered poll takes the lock in the first gap.
+fn set_busy_wait(conn: &mut Connection, wait: Duration) -> rusqlite::Result<()> {
+    // rusqlite takes a plain function, so each bound is its own instance.
+    let handler: fn(i32) -> bool = match wait.as_millis() {
+        0..=20 => poll_busy::<20>,
+        21..=50 => poll_busy::<50>,
+        51..=100 => poll_busy::<100>,
+        101..=200 => poll_busy::<200>,
+        201..=500 => poll_busy::<500>,
+        501..=1000 => poll_busy::<1000>,
+        1001..=2000 => poll_busy::<2000>,
+        2001..=5000 => poll_busy::<5000>,
+        _ => poll_busy::<10000>,
+    };
+    conn.busy_handler(Some(handler))
+}
+
+/// Busy handler: sleep 0.5–1.5 ms and try again, about `MS` times in all.
+fn poll_busy<const MS: i32>(tries: i32) -> bool {
+    if tries >= MS {
+        return false;
+    }
+    std::thread::sleep(Duration::from_micros(500 + fastrand::u64(..1000)));
+    true
 }
 
 fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedEvent> {

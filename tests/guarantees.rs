@@ -376,3 +376,64 @@ fn clear_under_load_keeps_the_file_and_later_writes() {
     );
     assert_eq!(quick_check(&dir), "ok");
 }
+
+#[test]
+fn many_processes_writing_flushing_and_listing_lose_nothing() {
+    let (_t, dir) = temp();
+    let server = crate::util::TestServer::answering(200);
+    let (writers, per) = if long() { (16, 2000) } else { (16, 500) };
+    let children: Vec<_> = (0..writers).map(|_| child_writer(&dir, per)).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let side_jobs: Vec<_> = [("flush", 2), ("list", 1)]
+        .into_iter()
+        .flat_map(|(what, n)| std::iter::repeat_n(what, n))
+        .map(|what| {
+            let (dir, url, stop) = (dir.clone(), server.url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut runs = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let args: Vec<&str> = if what == "flush" {
+                        vec!["flush", "--endpoint", &url]
+                    } else {
+                        vec!["list", "--json", "--limit", "20"]
+                    };
+                    let out = spool(&dir)
+                        .args(&args)
+                        .env("SPOOL_MAX_EVENTS", "10000000")
+                        .run();
+                    let stderr = String::from_utf8_lossy(&out.stderr);
+                    assert!(out.status.success(), "{what}: {stderr}");
+                    assert!(
+                        !stderr.contains("locked") && !stderr.contains("busy"),
+                        "{what}: {stderr}"
+                    );
+                    runs += 1;
+                }
+                runs
+            })
+        })
+        .collect();
+    let mut printed = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = text.lines().find(|l| l.contains("ERR")).unwrap_or("");
+        assert!(out.status.success(), "a writer failed: {err}");
+        let ids = printed_ids(&out.stdout);
+        assert_eq!(ids.len(), per);
+        printed.extend(ids);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let runs: usize = side_jobs.into_iter().map(|j| j.join().unwrap()).sum();
+    spool(&dir)
+        .args(["flush", "--endpoint", &server.url])
+        .env("SPOOL_MAX_EVENTS", "10000000")
+        .ok();
+    crate::util::assert_delivered_once(&server, &printed);
+    assert!(queued(&dir).is_empty());
+    assert_eq!(quick_check(&dir), "ok");
+    eprintln!(
+        "many processes: {writers} writers x {per} events, {runs} flush/list runs beside them, {} delivered once",
+        printed.len()
+    );
+}

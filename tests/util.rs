@@ -549,12 +549,17 @@ fn child_writer_entry() {
         .build();
     let mut out = std::io::stdout().lock();
     for i in 0..max {
+        let t = std::time::Instant::now();
         match spool.try_track(eventspool::Event::new("written").property("i", i as u64)) {
             Ok(eventspool::Recorded::Queued(id)) => {
                 writeln!(out, "ID {id}").expect("stdout");
                 out.flush().expect("stdout");
             }
-            other => panic!("not queued: {other:?}"),
+            other => {
+                writeln!(out, "ERR after {:?} at event {i}: {other:?}", t.elapsed())
+                    .expect("stdout");
+                std::process::exit(3);
+            }
         }
     }
 }
