@@ -148,23 +148,26 @@ impl Queue {
     /// the checkpoint blocks writers while it runs, and readers opening in a loop
     /// (`spool list`, a flusher) must not stall recording hosts.
     fn truncate_long_wal(&mut self, busy: Duration) -> Result<()> {
+        // A process that writes once and exits never restarts the WAL, so without this
+        // it would only grow, and every fresh process replays all of it on open.
+        if self.wal_bytes() > WAL_TRUNCATE_BYTES {
+            self.truncate_wal(busy)?;
+        }
+        Ok(())
+    }
+
+    /// Checkpoints the whole WAL and truncates it to zero, if no other connection is
+    /// in the way within a short wait (busy is not an error: it stays as it is). The
+    /// checkpoint holds the write lock while it waits for readers, so it gets a wait
+    /// of its own: other writers must never wait on it for long. `busy` is restored.
+    pub fn truncate_wal(&mut self, busy: Duration) -> Result<()> {
         let path = self.path.clone();
-        let conn = &mut self.conn;
         let run = |conn: &mut Connection| -> rusqlite::Result<()> {
-            // A process that writes once and exits never restarts the WAL, so without this
-            // it would only grow, and every fresh process replays all of it on open.
-            let wal = fs::metadata(format!("{}-wal", path.display())).map_or(0, |m| m.len());
-            if wal > WAL_TRUNCATE_BYTES {
-                // A TRUNCATE checkpoint holds the write lock while it waits for readers, so
-                // it gets a short wait of its own: other writers must never wait on it for
-                // long. Busy is fine; the next opener tries again.
-                set_busy_wait(conn, TRUNCATE_WAIT)?;
-                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-                set_busy_wait(conn, busy)?;
-            }
-            Ok(())
+            set_busy_wait(conn, TRUNCATE_WAIT)?;
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            set_busy_wait(conn, busy)
         };
-        run(conn).map_err(|e| Error::queue(&self.path, e))
+        run(&mut self.conn).map_err(|e| Error::queue(path, e))
     }
 
     fn open_file(path: PathBuf, busy: Duration) -> Result<Queue> {
@@ -246,6 +249,19 @@ impl Queue {
             Ok(evicted)
         };
         run(&mut self.conn).map_err(|e| Error::queue(path, e))
+    }
+
+    /// Size of the WAL file in bytes (0 if there is none).
+    pub fn wal_bytes(&self) -> u64 {
+        fs::metadata(format!("{}-wal", self.path.display())).map_or(0, |m| m.len())
+    }
+
+    /// Truncates the WAL file back to `bytes` whenever the WAL restarts, so a file
+    /// that grew while a reader held it open shrinks again.
+    pub fn set_wal_size_limit(&self, bytes: u64) -> Result<()> {
+        self.conn
+            .pragma_update(None, "journal_size_limit", bytes as i64)
+            .map_err(|e| self.err(e))
     }
 
     /// Sets how many WAL pages a commit on this connection lets pile up before it

@@ -30,6 +30,15 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_millis(200);
 /// of WAL with small events).
 const CHECKPOINT_EVERY: u32 = 256;
 
+/// Events recorded between looks at the WAL's size (one `stat`).
+const WAL_CHECK_EVERY: u32 = 64;
+
+/// The most WAL a recording connection lets pile up: twice the queue's byte cap,
+/// and at least 8 MiB.
+fn wal_limit(limits: &Limits) -> u64 {
+    limits.max_bytes.saturating_mul(2).max(8 << 20)
+}
+
 /// How often a long-running host looks at `config.json` for a changed choice.
 const SETTINGS_RECHECK: Duration = Duration::from_millis(250);
 
@@ -170,6 +179,12 @@ struct State {
     commits: u32,
     /// Wakes this spool's checkpointer thread, once it runs.
     checkpointer: Option<mpsc::Sender<()>>,
+    /// Events recorded since the WAL's size was last looked at.
+    since_wal_check: u32,
+    /// The WAL is past its hard limit: events are refused until it shrinks.
+    wal_full: bool,
+    /// When a full WAL was last checkpointed and truncated by this connection.
+    last_truncate: Option<Instant>,
     settings: SettingsCache,
     synced: bool,
 }
@@ -369,6 +384,32 @@ impl Spool {
                     payload: json,
                 })
                 .collect();
+            let wal_limit = wal_limit(&limits);
+            // Another connection holding a read transaction open pins the WAL: no
+            // checkpoint can get past its snapshot, and each commit would grow the
+            // file. Past the limit new events are refused (and counted), as on a full
+            // disk, so the queue's footprint stays bounded whatever other processes do.
+            if st.wal_full || st.since_wal_check >= WAL_CHECK_EVERY {
+                st.since_wal_check = 0;
+                let retry = st.last_truncate.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                let lock_timeout = inner.lock_timeout;
+                let queue = inner.queue(st)?;
+                let mut over = queue.wal_bytes() > wal_limit;
+                if over && retry {
+                    // Succeeds as soon as the reader is gone; at most once a second.
+                    queue.truncate_wal(lock_timeout)?;
+                    over = queue.wal_bytes() > wal_limit;
+                    st.last_truncate = Some(Instant::now());
+                }
+                st.wal_full = over;
+                if st.wal_full {
+                    return Err(Kind::Refused(format!(
+                        "the queue's write-ahead log is over {wal_limit} bytes (another process holds it open); event dropped"
+                    ))
+                    .into());
+                }
+            }
+            st.since_wal_check += rows.len() as u32;
             let queue = inner.queue(st)?;
             if let Err(e) = queue.enqueue(&rows, limits.max_events, limits.max_bytes) {
                 // Reopen next time: if the file went bad, opening sets it aside.
@@ -690,6 +731,8 @@ impl Inner {
             let Ok(_) = spawned else { return };
             if let Some(q) = &st.queue {
                 let _ = q.set_autocheckpoint(0);
+                // After a long reader let the file grow, the next restart shrinks it.
+                let _ = q.set_wal_size_limit(4 << 20);
             }
             st.checkpointer = Some(tx);
         }

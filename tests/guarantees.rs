@@ -437,3 +437,139 @@ fn many_processes_writing_flushing_and_listing_lose_nothing() {
         printed.len()
     );
 }
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// Records `batches` × 100 events; returns the ids that were queued and how many
+/// calls were refused.
+fn record(host: &Spool, batches: usize) -> (Vec<String>, usize) {
+    let (mut ids, mut refused) = (Vec::new(), 0);
+    for b in 0..batches {
+        let events = (0..100)
+            .map(|i| Event::new("bulk").property("n", (b * 100 + i) as u64))
+            .collect();
+        match host.try_track_batch(events) {
+            Ok(rs) => ids.extend(rs.into_iter().map(|r| match r {
+                Recorded::Queued(id) => id,
+                other => panic!("{other:?}"),
+            })),
+            Err(_) => refused += 1,
+        }
+    }
+    (ids, refused)
+}
+
+#[test]
+fn the_queue_and_its_wal_stay_bounded_with_the_endpoint_down() {
+    let (_t, dir) = temp();
+    let limits = eventspool::Limits {
+        max_events: 1000,
+        max_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let host = Spool::builder("spool")
+        .dir(&dir)
+        .limits(limits)
+        .endpoint(crate::util::refused_url())
+        .build();
+    let mut all = Vec::new();
+    for round in 0..10 {
+        let (ids, refused) = record(&host, 100);
+        assert_eq!(refused, 0);
+        all.extend(ids);
+        // The endpoint is down: the flush keeps everything (and backs off).
+        let r = host
+            .flush_blocking(eventspool::FlushOptions::with_deadline(
+                Duration::from_secs(5),
+            ))
+            .unwrap();
+        assert_eq!(r.sent, 0, "round {round}");
+    }
+    assert_eq!(all.len(), 100_000);
+    let queued: Vec<String> = host
+        .list(10_000)
+        .unwrap()
+        .into_iter()
+        .map(|q| q.id)
+        .collect();
+    assert_eq!(
+        queued,
+        all[all.len() - 1000..],
+        "the newest 1000 are kept, oldest evicted first"
+    );
+    let (db, wal) = (
+        file_len(&dir.join("queue.db")),
+        file_len(&dir.join("queue.db-wal")),
+    );
+    assert!(db <= 4 << 20, "database {db} bytes");
+    assert!(wal <= 8 << 20, "WAL {wal} bytes");
+    eprintln!("bounded, endpoint down: 100000 events, 1000 kept, database {db} B, WAL {wal} B");
+}
+
+#[test]
+fn a_reader_pinning_the_wal_cannot_make_it_grow_without_bound() {
+    let (_t, dir) = temp();
+    let limits = eventspool::Limits {
+        max_events: 1000,
+        max_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let host = Spool::builder("spool")
+        .dir(&dir)
+        .limits(limits.clone())
+        .build();
+    host.track(Event::new("first"));
+    // Another process's connection holds a read transaction open: no checkpoint can
+    // pass its snapshot.
+    let mut reader = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+    let tx = reader.transaction().unwrap();
+    let n: i64 = tx
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    let (ids, refused) = record(&host, 1000);
+    let wal = file_len(&dir.join("queue.db-wal"));
+    let limit = 8u64 << 20;
+    assert!(
+        wal <= limit + (1 << 20),
+        "WAL grew to {wal} bytes with a reader holding it"
+    );
+    assert!(
+        refused > 0,
+        "nothing was refused, yet the WAL stayed small?"
+    );
+    assert_eq!(
+        host.failures(),
+        0,
+        "try_ calls return the refusal instead of counting it"
+    );
+    let queued: Vec<String> = host
+        .list(10_000)
+        .unwrap()
+        .into_iter()
+        .map(|q| q.id)
+        .collect();
+    assert_eq!(
+        queued,
+        ids[ids.len().saturating_sub(1000)..],
+        "within the caps, newest kept"
+    );
+    eprintln!(
+        "pinned WAL: {} events accepted, {refused} batches refused, WAL {wal} B (limit {limit})",
+        ids.len()
+    );
+
+    // The reader goes away: recording resumes within a second and the WAL shrinks.
+    tx.commit().unwrap();
+    drop(reader);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (more, refused) = record(&host, 10);
+    assert_eq!((more.len(), refused), (1000, 0));
+    assert!(
+        file_len(&dir.join("queue.db-wal")) < wal,
+        "the WAL was truncated"
+    );
+    assert_eq!(quick_check(&dir), "ok");
+}
