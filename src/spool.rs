@@ -300,8 +300,13 @@ impl Spool {
         match catch_unwind(AssertUnwindSafe(f)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                self.inner.failures.fetch_add(1, Ordering::Relaxed);
-                log::debug!("eventspool: event not recorded: {e}");
+                // One debug line for the first failure; a full disk must not flood a
+                // host's log with one line per event.
+                if self.inner.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                    log::debug!(
+                        "eventspool: event not recorded (further failures are only counted): {e}"
+                    );
+                }
             }
             Err(_) => {
                 self.inner.failures.fetch_add(1, Ordering::Relaxed);

@@ -573,3 +573,57 @@ fn a_reader_pinning_the_wal_cannot_make_it_grow_without_bound() {
     );
     assert_eq!(quick_check(&dir), "ok");
 }
+
+#[test]
+fn a_full_disk_drops_and_counts_events_and_the_host_carries_on() {
+    let (_t, dir) = temp();
+    crate::util::fill(&dir, 1000);
+    let before = ids_in_queue_file(&dir);
+    let biggest = ["queue.db", "queue.db-wal", "queue.db-shm", "config.json"]
+        .iter()
+        .map(|f| file_len(&dir.join(f)))
+        .max()
+        .unwrap();
+    let out = crate::util::child_writer_on_full_disk(&dir, 3000, biggest + 64 * 1024);
+    assert!(
+        out.status.success(),
+        "the host was taken down: {:?}",
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let failures: usize = text
+        .lines()
+        .find_map(|l| l.rsplit_once("FAILURES "))
+        .map(|(_, n)| n.trim().parse().unwrap())
+        .expect(&text);
+    assert!(failures > 0, "the disk never filled");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).lines().count() <= 1,
+        "at most one message"
+    );
+    // Nothing already queued was lost, the file is sound, and whatever the child could
+    // write is there.
+    assert_eq!(quick_check(&dir), "ok");
+    let after = ids_in_queue_file(&dir);
+    assert_eq!(&after[..1000], &before[..]);
+    assert_eq!(after.len(), 1000 + 3000 - failures);
+    eprintln!("full disk: {failures} of 3000 events dropped and counted, 0 of 1000 earlier lost");
+}
+
+#[test]
+fn a_read_only_directory_drops_and_counts_events() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        eprintln!("skipped: root writes to read-only directories anyway");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let (_t, dir) = temp();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let host = Spool::builder("spool").dir(&dir).build();
+    host.track(Event::new("e"));
+    assert_eq!(host.failures(), 1);
+    assert!(files_in(&dir).is_empty());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+}

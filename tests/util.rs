@@ -523,6 +523,40 @@ pub fn child_writer(dir: &Path, max: usize) -> std::process::Child {
     cmd.spawn().expect("child writer starts")
 }
 
+/// A child writer that records `n` events fire-and-forget (`track`) with its file
+/// size limit (RLIMIT_FSIZE) set to `fsize` bytes, as on a full disk, and prints
+/// `FAILURES <count>` at the end.
+pub fn child_writer_on_full_disk(dir: &Path, n: usize, fsize: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = clean_command(&exe);
+    cmd.args([
+        "--exact",
+        "util::child_writer_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_DIR, dir)
+    .env("EVENTSPOOL_TEST_WRITER_MAX", n.to_string())
+    .env("EVENTSPOOL_TEST_WRITER_FIRE", "1");
+    // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: fsize,
+                rlim_max: fsize,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // A host that keeps running gets EFBIG instead of being killed.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    cmd.output().expect("child runs")
+}
+
 /// The ids a child writer printed, in order.
 pub fn printed_ids(out: &[u8]) -> Vec<String> {
     // libtest may print `test … ... ` before the first line, without a newline.
@@ -548,6 +582,18 @@ fn child_writer_entry() {
         .dir(PathBuf::from(dir))
         .build();
     let mut out = std::io::stdout().lock();
+    if std::env::var_os("EVENTSPOOL_TEST_WRITER_FIRE").is_some() {
+        for i in 0..max {
+            let pad = "p".repeat(800);
+            spool.track(
+                eventspool::Event::new("written")
+                    .property("i", i as u64)
+                    .property("pad", pad),
+            );
+        }
+        writeln!(out, "FAILURES {}", spool.failures()).expect("stdout");
+        return;
+    }
     for i in 0..max {
         let t = std::time::Instant::now();
         match spool.try_track(eventspool::Event::new("written").property("i", i as u64)) {
