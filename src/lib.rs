@@ -59,8 +59,8 @@ pub use background::{
     BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, DETACHED_ENV, detached_flush_hook,
 };
 pub use cli::{
-    Cli, Command, Global, TelemetryCommand, main as cli_main, report, report_as, spool_for,
-    usage_error,
+    Cli, Command, Global, TelemetryCommand, main as cli_main, parse_property_arg, report,
+    report_as, spool_for, usage_error,
 };
 pub use collector::{Collector, serve};
 pub use consent::{Consent, debug_mode, env_prefix, is_falsy, is_truthy};

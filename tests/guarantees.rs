@@ -584,7 +584,7 @@ fn a_full_disk_drops_and_counts_events_and_the_host_carries_on() {
         .map(|f| file_len(&dir.join(f)))
         .max()
         .unwrap();
-    let out = crate::util::child_writer_on_full_disk(&dir, 3000, biggest + 64 * 1024);
+    let out = crate::util::child_writer_fire(&dir, 3000, Some(biggest + 64 * 1024), None);
     assert!(
         out.status.success(),
         "the host was taken down: {:?}",
@@ -612,18 +612,37 @@ fn a_full_disk_drops_and_counts_events_and_the_host_carries_on() {
 
 #[test]
 fn a_read_only_directory_drops_and_counts_events() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        eprintln!("skipped: root writes to read-only directories anyway");
-        return;
-    }
     use std::os::unix::fs::PermissionsExt;
-    let (_t, dir) = temp();
+    let (t, dir) = temp();
     std::fs::create_dir_all(&dir).unwrap();
+    // Root writes to read-only directories anyway: as root, the hosts run as `nobody`,
+    // who owns the directory (so the ownership check passes) but may not write to it.
+    // SAFETY: geteuid has no preconditions.
+    let uid = (unsafe { libc::geteuid() } == 0).then_some(65534u32);
+    if let Some(uid) = uid {
+        std::fs::set_permissions(t.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).unwrap();
+    }
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).unwrap();
-    let host = Spool::builder("spool").dir(&dir).build();
-    host.track(Event::new("e"));
-    assert_eq!(host.failures(), 1);
-    assert!(files_in(&dir).is_empty());
+
+    // The CLI: one clear line, non-zero exit.
+    let mut cli = crate::util::clean_command(std::path::Path::new(crate::util::spool_bin()));
+    cli.arg("--dir").arg(&dir).args(["track", "e"]);
+    crate::util::limit_child(&mut cli, None, uid);
+    let out = cli.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("Permission denied"), "{stderr}");
+
+    // A library host: carries on, the events dropped and counted.
+    let out = crate::util::child_writer_fire(&dir, 5, None, uid);
+    assert!(out.status.success(), "{:?}", out.status);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("FAILURES 5"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
 }

@@ -9,6 +9,7 @@
 //! - `flushers`: the lease under SIGKILL and concurrency, background and detached flushers
 //! - `guarantees`: SIGKILL mid-write, torn WAL, held locks, hostile input, concurrent
 //!   recovery, foreign files, clear under load
+//! - `fuzz_corpus`: the saved fuzz inputs replayed through every parser
 //! - `model`: property test of the queue and flusher against an in-memory model
 //! - `host_integration`: the example hosts end to end, mounted commands, the notice
 // Tests state what they expect with unwrap: a failure there is the test failing.
@@ -19,6 +20,7 @@ mod util;
 mod consent;
 mod delivery;
 mod flushers;
+mod fuzz_corpus;
 mod guarantees;
 mod host_integration;
 mod model;

@@ -523,11 +523,10 @@ pub fn child_writer(dir: &Path, max: usize) -> std::process::Child {
     cmd.spawn().expect("child writer starts")
 }
 
-/// A child writer that records `n` events fire-and-forget (`track`) with its file
-/// size limit (RLIMIT_FSIZE) set to `fsize` bytes, as on a full disk, and prints
-/// `FAILURES <count>` at the end.
-pub fn child_writer_on_full_disk(dir: &Path, n: usize, fsize: u64) -> Output {
-    use std::os::unix::process::CommandExt;
+/// A child writer that records `n` events fire-and-forget (`track`) and prints
+/// `FAILURES <count>` at the end; optionally with its file size limit (RLIMIT_FSIZE)
+/// at `fsize` bytes, as on a full disk, and as another user (`uid`, when root).
+pub fn child_writer_fire(dir: &Path, n: usize, fsize: Option<u64>, uid: Option<u32>) -> Output {
     let exe = std::env::current_exe().expect("test binary");
     let mut cmd = clean_command(&exe);
     cmd.args([
@@ -539,22 +538,33 @@ pub fn child_writer_on_full_disk(dir: &Path, n: usize, fsize: u64) -> Output {
     .env(CHILD_DIR, dir)
     .env("EVENTSPOOL_TEST_WRITER_MAX", n.to_string())
     .env("EVENTSPOOL_TEST_WRITER_FIRE", "1");
+    limit_child(&mut cmd, fsize, uid);
+    cmd.output().expect("child runs")
+}
+
+/// Sets a child's file size limit (SIGXFSZ ignored, so writes fail with EFBIG as a
+/// running host would see them) and its user.
+pub fn limit_child(cmd: &mut Command, fsize: Option<u64>, uid: Option<u32>) {
+    use std::os::unix::process::CommandExt;
     // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: fsize,
-                rlim_max: fsize,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
+            if let Some(fsize) = fsize {
+                let lim = libc::rlimit {
+                    rlim_cur: fsize,
+                    rlim_max: fsize,
+                };
+                if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             }
-            // A host that keeps running gets EFBIG instead of being killed.
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             Ok(())
         });
     }
-    cmd.output().expect("child runs")
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
 }
 
 /// The ids a child writer printed, in order.

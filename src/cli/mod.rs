@@ -21,6 +21,8 @@ mod show;
 mod status;
 mod track;
 
+pub use track::parse_pair as parse_property_arg;
+
 /// `spool`: see and manage the local telemetry queue of an app.
 #[derive(Debug, Parser)]
 #[command(

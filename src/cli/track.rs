@@ -21,8 +21,14 @@ pub struct TrackArgs {
     pub props_json: Option<String>,
 }
 
-/// Parses one `-p` argument into a key and value.
-pub(crate) fn parse_pair(arg: &str) -> anyhow::Result<(String, Value)> {
+/// Parses one `spool track -p` argument: `key=value` gives a string, `key:=JSON` a
+/// typed value.
+///
+/// ```
+/// let (k, v) = eventspool::parse_property_arg("count:=3").unwrap();
+/// assert_eq!((k.as_str(), v), ("count", serde_json::json!(3)));
+/// ```
+pub fn parse_pair(arg: &str) -> anyhow::Result<(String, Value)> {
     let Some(eq) = arg.find('=') else {
         bail!("-p expects key=value or key:=json, got {arg:?}");
     };
