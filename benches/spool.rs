@@ -52,6 +52,15 @@ fn ms(d: Duration) -> String {
 
 struct Row(String, String, String);
 
+/// `p50 … p99 …` of sorted samples.
+fn p50_p99(sorted: &[Duration]) -> String {
+    format!(
+        "p50 {}  p99 {}",
+        us(percentile(sorted, 0.5)),
+        us(percentile(sorted, 0.99))
+    )
+}
+
 fn per_op(n: usize, mut op: impl FnMut(usize)) -> (Vec<Duration>, Duration) {
     let mut samples = Vec::with_capacity(n);
     let start = Instant::now();
@@ -78,11 +87,7 @@ fn bench_raw_append(rows: &mut Vec<Row>) -> f64 {
     let r = rate(n, total);
     rows.push(Row(
         "raw append (write, no fsync)".into(),
-        format!(
-            "p50 {}  p99 {}",
-            us(percentile(&s, 0.5)),
-            us(percentile(&s, 0.99))
-        ),
+        p50_p99(&s),
         format!("{r:.0} events/s"),
     ));
     r
@@ -102,11 +107,7 @@ fn bench_naive_sqlite(rows: &mut Vec<Row>) -> f64 {
     let r = rate(n, total);
     rows.push(Row(
         "naive SQLite (rollback journal, sync FULL)".into(),
-        format!(
-            "p50 {}  p99 {}",
-            us(percentile(&s, 0.5)),
-            us(percentile(&s, 0.99))
-        ),
+        p50_p99(&s),
         format!("{r:.0} events/s"),
     ));
     r
@@ -123,11 +124,7 @@ fn bench_queue_file(rows: &mut Vec<Row>, sync: bool) -> f64 {
     let what = if sync { "default sync" } else { "sync off" };
     rows.push(Row(
         format!("queue-file add(), {what}"),
-        format!(
-            "p50 {}  p99 {}",
-            us(percentile(&s, 0.5)),
-            us(percentile(&s, 0.99))
-        ),
+        p50_p99(&s),
         format!("{r:.0} events/s"),
     ));
     r
@@ -165,11 +162,7 @@ fn bench_cold_track(rows: &mut Vec<Row>) {
     sorted.sort();
     rows.push(Row(
         "eventspool cold: fresh process, first track()".into(),
-        format!(
-            "p50 {}  p99 {}",
-            us(percentile(&sorted, 0.5)),
-            us(percentile(&sorted, 0.99))
-        ),
+        p50_p99(&sorted),
         "open + schema check + insert on an existing queue".into(),
     ));
 }
@@ -194,11 +187,7 @@ fn bench_warm_track(rows: &mut Vec<Row>) -> f64 {
     let r = rate(n, total);
     rows.push(Row(
         format!("eventspool track(), warm ({size}-byte events)"),
-        format!(
-            "p50 {}  p99 {}",
-            us(percentile(&s, 0.5)),
-            us(percentile(&s, 0.99))
-        ),
+        p50_p99(&s),
         format!("{r:.0} events/s"),
     ));
     r

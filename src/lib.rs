@@ -31,9 +31,22 @@
 //! }
 //! ```
 //!
-//! The tour, module by module: events and their validation ([`Event`]), consent
-//! ([`Consent`]), host context and privacy scrubbing ([`Context`], [`Scrubber`]),
-//! limits ([`Limits`]), persisted settings ([`Settings`]), the handle ([`Spool`]).
+//! The tour:
+//! - recording: [`Spool::builder`], [`Spool::track`] / [`Spool::try_track`] /
+//!   [`Spool::track_batch`], the [`Event`] and its validation, the [`Payload`] sent;
+//! - consent: [`Consent`] (the opt-out rules), [`debug_mode`];
+//! - privacy and context: [`Scrubber`], [`Context`], [`machine_hash`];
+//! - limits and settings: [`Limits`] (with their environment overrides), [`Settings`]
+//!   (`config.json`);
+//! - delivery: [`Spool::flush`] / [`Spool::flush_blocking`] and the [`FlushReport`],
+//!   the policy functions ([`check_endpoint`], [`classify`], [`parse_retry_after`],
+//!   [`backoff`]);
+//! - host integration: [`Spool::start_background_flusher`], [`Spool::flush_detached`]
+//!   with [`detached_flush_hook`], [`Spool::notice_once`], [`Spool::schema`], and
+//!   [`TelemetryCommand`] to mount `status`/`list`/`show`/`clear`/`enable`/`disable`/
+//!   `flush`/`schema` in a host's own clap CLI;
+//! - the `spool` command line ([`Cli`], [`cli_main`]) and its development endpoint
+//!   ([`Collector`], [`serve`]).
 #![deny(missing_docs)]
 
 mod background;

@@ -485,23 +485,7 @@ impl Queue {
         let now = now_ms();
         let run = |conn: &mut Connection| -> rusqlite::Result<Result<(), u32>> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current = tx
-                .query_row(
-                    "SELECT pid, started, host, token, expires_at FROM lease WHERE id = 0",
-                    [],
-                    |r| {
-                        Ok((
-                            Holder {
-                                pid: r.get(0)?,
-                                started: r.get(1)?,
-                                host: r.get(2)?,
-                                token: r.get(3)?,
-                            },
-                            r.get::<_, i64>(4)?,
-                        ))
-                    },
-                )
-                .optional()?;
+            let current = read_lease(&tx)?;
             if let Some((holder, expires_at)) = current {
                 if holder.token != me.token && expires_at > now && alive(&holder) {
                     return Ok(Err(holder.pid));
@@ -521,24 +505,7 @@ impl Queue {
 
     /// The current lease holder and its expiry, if any.
     pub fn lease_holder(&self) -> Result<Option<(Holder, i64)>> {
-        self.conn
-            .query_row(
-                "SELECT pid, started, host, token, expires_at FROM lease WHERE id = 0",
-                [],
-                |r| {
-                    Ok((
-                        Holder {
-                            pid: r.get(0)?,
-                            started: r.get(1)?,
-                            host: r.get(2)?,
-                            token: r.get(3)?,
-                        },
-                        r.get(4)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(|e| self.err(e))
+        read_lease(&self.conn).map_err(|e| self.err(e))
     }
 
     /// Extends the lease held by `token`; returns false if it is no longer ours.
@@ -588,6 +555,26 @@ fn poll_busy<const MS: i32>(tries: i32) -> bool {
     }
     std::thread::sleep(Duration::from_micros(500 + fastrand::u64(..1000)));
     true
+}
+
+/// The lease row: its holder and expiry, if anyone holds it.
+fn read_lease(conn: &Connection) -> rusqlite::Result<Option<(Holder, i64)>> {
+    conn.query_row(
+        "SELECT pid, started, host, token, expires_at FROM lease WHERE id = 0",
+        [],
+        |r| {
+            Ok((
+                Holder {
+                    pid: r.get(0)?,
+                    started: r.get(1)?,
+                    host: r.get(2)?,
+                    token: r.get(3)?,
+                },
+                r.get(4)?,
+            ))
+        },
+    )
+    .optional()
 }
 
 fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedEvent> {

@@ -438,6 +438,15 @@ fn many_processes_writing_flushing_and_listing_lose_nothing() {
     );
 }
 
+/// Caps small enough for 100,000 events to go far past them.
+fn small_caps() -> eventspool::Limits {
+    eventspool::Limits {
+        max_events: 1000,
+        max_bytes: 1 << 20,
+        ..Default::default()
+    }
+}
+
 fn file_len(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
@@ -464,11 +473,7 @@ fn record(host: &Spool, batches: usize) -> (Vec<String>, usize) {
 #[test]
 fn the_queue_and_its_wal_stay_bounded_with_the_endpoint_down() {
     let (_t, dir) = temp();
-    let limits = eventspool::Limits {
-        max_events: 1000,
-        max_bytes: 1 << 20,
-        ..Default::default()
-    };
+    let limits = small_caps();
     let host = Spool::builder("spool")
         .dir(&dir)
         .limits(limits)
@@ -511,11 +516,7 @@ fn the_queue_and_its_wal_stay_bounded_with_the_endpoint_down() {
 #[test]
 fn a_reader_pinning_the_wal_cannot_make_it_grow_without_bound() {
     let (_t, dir) = temp();
-    let limits = eventspool::Limits {
-        max_events: 1000,
-        max_bytes: 1 << 20,
-        ..Default::default()
-    };
+    let limits = small_caps();
     let host = Spool::builder("spool")
         .dir(&dir)
         .limits(limits.clone())

@@ -15,10 +15,21 @@ fn job_runner(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> std::process::Output {
+    run_example("job_runner", dir, endpoint, args, env)
+}
+
+/// Runs an example host with its queue in `dir` and its endpoint set to `endpoint`.
+fn run_example(
+    name: &str,
+    dir: &std::path::Path,
+    endpoint: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let dir = dir.to_str().unwrap();
     let mut all = vec![("SPOOL_DIR", dir), ("SPOOL_ENDPOINT", endpoint)];
     all.extend_from_slice(env);
-    run_clean(&example_bin("job_runner"), args, &all)
+    run_clean(&example_bin(name), args, &all)
 }
 
 const JOB: [&str; 7] = [
@@ -223,10 +234,7 @@ fn devtool(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> std::process::Output {
-    let dir = dir.to_str().unwrap();
-    let mut all = vec![("SPOOL_DIR", dir), ("SPOOL_ENDPOINT", endpoint)];
-    all.extend_from_slice(env);
-    run_clean(&example_bin("devtool"), args, &all)
+    run_example("devtool", dir, endpoint, args, env)
 }
 
 #[track_caller]

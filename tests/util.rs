@@ -506,20 +506,12 @@ const CHILD_DIR: &str = "EVENTSPOOL_TEST_WRITER_DIR";
 /// records events into `dir` as fast as it can and prints `ID <id>` on stdout after
 /// each `track` returns, until it has written `max` events or is killed.
 pub fn child_writer(dir: &Path, max: usize) -> std::process::Child {
-    let exe = std::env::current_exe().expect("test binary");
-    let mut cmd = clean_command(&exe);
-    cmd.args([
-        "--exact",
-        "util::child_writer_entry",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_DIR, dir)
-    .env("EVENTSPOOL_TEST_WRITER_MAX", max.to_string())
-    .env("SPOOL_MAX_EVENTS", "10000000")
-    .env("SPOOL_MAX_BYTES", "1GiB")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    let mut cmd = child_command(dir);
+    cmd.env("EVENTSPOOL_TEST_WRITER_MAX", max.to_string())
+        .env("SPOOL_MAX_EVENTS", "10000000")
+        .env("SPOOL_MAX_BYTES", "1GiB")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     cmd.spawn().expect("child writer starts")
 }
 
@@ -527,17 +519,9 @@ pub fn child_writer(dir: &Path, max: usize) -> std::process::Child {
 /// `FAILURES <count>` at the end; optionally with its file size limit (RLIMIT_FSIZE)
 /// at `fsize` bytes, as on a full disk, and as another user (`uid`, when root).
 pub fn child_writer_fire(dir: &Path, n: usize, fsize: Option<u64>, uid: Option<u32>) -> Output {
-    let exe = std::env::current_exe().expect("test binary");
-    let mut cmd = clean_command(&exe);
-    cmd.args([
-        "--exact",
-        "util::child_writer_entry",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_DIR, dir)
-    .env("EVENTSPOOL_TEST_WRITER_MAX", n.to_string())
-    .env("EVENTSPOOL_TEST_WRITER_FIRE", "1");
+    let mut cmd = child_command(dir);
+    cmd.env("EVENTSPOOL_TEST_WRITER_MAX", n.to_string())
+        .env("EVENTSPOOL_TEST_WRITER_FIRE", "1");
     limit_child(&mut cmd, fsize, uid);
     cmd.output().expect("child runs")
 }
@@ -565,6 +549,20 @@ pub fn limit_child(cmd: &mut Command, fsize: Option<u64>, uid: Option<u32>) {
     if let Some(uid) = uid {
         cmd.uid(uid).gid(uid);
     }
+}
+
+/// This test binary, re-run on [`child_writer_entry`] to write into `dir`.
+fn child_command(dir: &Path) -> Command {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = clean_command(&exe);
+    cmd.args([
+        "--exact",
+        "util::child_writer_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_DIR, dir);
+    cmd
 }
 
 /// The ids a child writer printed, in order.
