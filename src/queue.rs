@@ -548,9 +548,25 @@ fn set_busy_wait(conn: &mut Connection, wait: Duration) -> rusqlite::Result<()> 
     conn.busy_handler(Some(handler))
 }
 
-/// Busy handler: sleep 0.5–1.5 ms and try again, about `MS` times in all.
-fn poll_busy<const MS: i32>(tries: i32) -> bool {
-    if tries >= MS {
+thread_local! {
+    /// When the current wait for a lock began (SQLite calls the busy handler on the
+    /// waiting thread, with `tries` 0 at the start of each wait).
+    static WAITING_SINCE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// Busy handler: sleep 0.5–1.5 ms and try again, until `MS` milliseconds have passed
+/// since the wait began (measured, so a loaded machine's late wake-ups do not
+/// stretch the wait).
+fn poll_busy<const MS: u64>(tries: i32) -> bool {
+    let now = std::time::Instant::now();
+    let since = WAITING_SINCE.with(|w| match w.get() {
+        Some(t) if tries > 0 => t,
+        _ => {
+            w.set(Some(now));
+            now
+        }
+    });
+    if now.duration_since(since) >= Duration::from_millis(MS) {
         return false;
     }
     std::thread::sleep(Duration::from_micros(500 + fastrand::u64(..1000)));
@@ -563,15 +579,13 @@ fn read_lease(conn: &Connection) -> rusqlite::Result<Option<(Holder, i64)>> {
         "SELECT pid, started, host, token, expires_at FROM lease WHERE id = 0",
         [],
         |r| {
-            Ok((
-                Holder {
-                    pid: r.get(0)?,
-                    started: r.get(1)?,
-                    host: r.get(2)?,
-                    token: r.get(3)?,
-                },
-                r.get(4)?,
-            ))
+            let holder = Holder {
+                pid: r.get(0)?,
+                started: r.get(1)?,
+                host: r.get(2)?,
+                token: r.get(3)?,
+            };
+            Ok((holder, r.get(4)?))
         },
     )
     .optional()

@@ -137,7 +137,7 @@ fn a_held_write_lock_never_blocks_the_host_past_the_lock_timeout() {
         t0.elapsed()
     );
     assert!(
-        slowest < Duration::from_millis(600),
+        slowest < Duration::from_secs(1),
         "slowest track() under the lock: {slowest:?}"
     );
     assert_eq!(host.failures(), 10, "each event was dropped and counted");
