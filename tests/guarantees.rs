@@ -90,15 +90,20 @@ fn a_torn_wal_keeps_the_committed_prefix() {
         let stored = ids_in_queue_file(&dir);
         let (before, last) = stored.split_at(stored.len() - 1);
         assert_eq!(last[0], after.trim(), "{what}");
+        // The writer may have committed one event it was killed before printing.
+        let k = before.len().min(first.len());
         assert_eq!(
-            before,
-            &first[..before.len()],
+            &before[..k],
+            &first[..k],
             "{what}: not a prefix of the written events"
         );
+        assert!(
+            before.len() <= first.len() + 1,
+            "{what}: events from nowhere"
+        );
         if tear == 1 {
-            assert_eq!(
-                before.len(),
-                first.len(),
+            assert!(
+                before.len() >= first.len(),
                 "junk after the last frame loses nothing"
             );
         }
@@ -233,6 +238,9 @@ fn garbage_queue_file_opened_by_eight_processes_is_set_aside_once() {
                 .collect(),
         ),
         ("text", b"hello, not a database\n".repeat(500)),
+        ("nul bytes", vec![0u8; 65536]),
+        // SQLite takes an empty file for an empty database: nothing to set aside.
+        ("empty", Vec::new()),
         ("flipped header", {
             // A valid queue whose header magic is damaged.
             let (_t, d) = temp();
@@ -267,12 +275,15 @@ fn garbage_queue_file_opened_by_eight_processes_is_set_aside_once() {
                 f.starts_with("queue.db.corrupt-") && !f.ends_with("-wal") && !f.ends_with("-shm")
             })
             .collect();
-        assert_eq!(aside.len(), 1, "{what}: {:?}", files_in(&dir));
-        assert_eq!(
-            std::fs::read(dir.join(&aside[0])).unwrap(),
-            bytes,
-            "{what}: kept intact"
-        );
+        let want = usize::from(!bytes.is_empty());
+        assert_eq!(aside.len(), want, "{what}: {:?}", files_in(&dir));
+        if let Some(kept) = aside.first() {
+            assert_eq!(
+                std::fs::read(dir.join(kept)).unwrap(),
+                bytes,
+                "{what}: kept intact"
+            );
+        }
         assert_eq!(
             queued(&dir).len(),
             8,
