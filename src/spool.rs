@@ -30,6 +30,9 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_millis(200);
 /// of WAL with small events).
 const CHECKPOINT_EVERY: u32 = 256;
 
+/// How long recording pauses after the queue could not be written.
+const RECORDING_PAUSE: Duration = Duration::from_secs(1);
+
 /// Events recorded between looks at the WAL's size (one `stat`).
 const WAL_CHECK_EVERY: u32 = 64;
 
@@ -185,6 +188,8 @@ struct State {
     wal_full: bool,
     /// When a full WAL was last checkpointed and truncated by this connection.
     last_truncate: Option<Instant>,
+    /// Recording is refused until then, after the queue could not be written.
+    paused_until: Option<Instant>,
     settings: SettingsCache,
     synced: bool,
 }
@@ -326,10 +331,16 @@ impl Spool {
             validate_name(e.name())?;
         }
         let inner = &self.inner;
-        self.with_state(|st, inner_ref| {
+        let result = self.with_state(|st, inner_ref| {
             let persisted = inner_ref.persisted_choice(st);
             if !Consent::from_env(&inner.app, persisted).enabled {
                 return Ok(vec![Recorded::Disabled; events.len()]);
+            }
+            if st.paused_until.is_some_and(|t| Instant::now() < t) {
+                return Err(Kind::Refused(
+                    "recording is paused for a second after the queue could not be written; event dropped".into(),
+                )
+                .into());
             }
             let debug = debug_mode(&inner.app);
             let limits = inner.effective_limits(st);
@@ -430,7 +441,19 @@ impl Spool {
                 .into_iter()
                 .map(|(id, _, _)| Recorded::Queued(id))
                 .collect())
-        })
+        });
+        // A full disk or a read-only directory fails every attempt, and each attempt
+        // costs a host milliseconds: pause recording for a second instead of retrying
+        // on every event. (Bad input and a busy lock are not the queue's fault.)
+        if let Err(e) = &result {
+            if !e.is_invalid_input() && !e.is_transient() {
+                let _ = self.with_state(|st, _| {
+                    st.paused_until = Some(Instant::now() + RECORDING_PAUSE);
+                    Ok(())
+                });
+            }
+        }
+        result
     }
 
     /// The oldest `limit` queued events, oldest first. Creates nothing.
