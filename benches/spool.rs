@@ -167,16 +167,20 @@ fn bench_cold_track(rows: &mut Vec<Row>) {
     ));
 }
 
+/// A spool in `dir` whose caps never evict what a benchmark records (persisted, so a
+/// `spool` process run on the same directory keeps them too).
+fn roomy_spool(app: &str, dir: &std::path::Path) -> Spool {
+    let limits = eventspool::Limits {
+        max_events: 10_000_000,
+        max_bytes: 1 << 34,
+        ..Default::default()
+    };
+    Spool::builder(app).dir(dir).limits(limits).build()
+}
+
 fn bench_warm_track(rows: &mut Vec<Row>) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::builder("bench")
-        .dir(dir.path())
-        .limits(eventspool::Limits {
-            max_events: 1_000_000,
-            max_bytes: 1 << 30,
-            ..Default::default()
-        })
-        .build();
+    let spool = roomy_spool("bench", dir.path());
     for i in 0..1000 {
         spool.track(event(i));
     }
@@ -195,14 +199,7 @@ fn bench_warm_track(rows: &mut Vec<Row>) -> f64 {
 
 fn bench_batch_track(rows: &mut Vec<Row>) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::builder("bench")
-        .dir(dir.path())
-        .limits(eventspool::Limits {
-            max_events: 1_000_000,
-            max_bytes: 1 << 30,
-            ..Default::default()
-        })
-        .build();
+    let spool = roomy_spool("bench", dir.path());
     spool.track(event(0));
     let batches = scale(200);
     let mut times = Vec::new();
@@ -297,21 +294,13 @@ fn start_sink() -> (String, tokio::runtime::Runtime) {
 
 fn filled_dir(n: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let spool = Spool::builder("spool")
-        .dir(dir.path())
-        .limits(eventspool::Limits {
-            max_events: 10_000_000,
-            max_bytes: 1 << 34,
-            ..Default::default()
-        })
-        .build();
+    let spool = roomy_spool("spool", dir.path());
     for chunk in 0..n.div_ceil(1000) {
         let events = (0..1000.min(n - chunk * 1000))
             .map(|i| event(chunk * 1000 + i))
             .collect();
         spool.try_track_batch(events).unwrap();
     }
-    // Persisted, so the `spool flush` process sees the same limits.
     dir
 }
 

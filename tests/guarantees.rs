@@ -449,6 +449,15 @@ fn many_processes_writing_flushing_and_listing_lose_nothing() {
     );
 }
 
+/// Ids of everything `host` has queued, oldest first.
+fn queued_ids(host: &Spool) -> Vec<String> {
+    host.list(100_000)
+        .unwrap()
+        .into_iter()
+        .map(|q| q.id)
+        .collect()
+}
+
 /// Caps small enough for 100,000 events to go far past them.
 fn small_caps() -> eventspool::Limits {
     eventspool::Limits {
@@ -504,12 +513,7 @@ fn the_queue_and_its_wal_stay_bounded_with_the_endpoint_down() {
         assert_eq!(r.sent, 0, "round {round}");
     }
     assert_eq!(all.len(), 100_000);
-    let queued: Vec<String> = host
-        .list(10_000)
-        .unwrap()
-        .into_iter()
-        .map(|q| q.id)
-        .collect();
+    let queued = queued_ids(&host);
     assert_eq!(
         queued,
         all[all.len() - 1000..],
@@ -528,10 +532,7 @@ fn the_queue_and_its_wal_stay_bounded_with_the_endpoint_down() {
 fn a_reader_pinning_the_wal_cannot_make_it_grow_without_bound() {
     let (_t, dir) = temp();
     let limits = small_caps();
-    let host = Spool::builder("spool")
-        .dir(&dir)
-        .limits(limits.clone())
-        .build();
+    let host = Spool::builder("spool").dir(&dir).limits(limits).build();
     host.track(Event::new("first"));
     // Another process's connection holds a read transaction open: no checkpoint can
     // pass its snapshot.
@@ -557,12 +558,7 @@ fn a_reader_pinning_the_wal_cannot_make_it_grow_without_bound() {
         0,
         "try_ calls return the refusal instead of counting it"
     );
-    let queued: Vec<String> = host
-        .list(10_000)
-        .unwrap()
-        .into_iter()
-        .map(|q| q.id)
-        .collect();
+    let queued = queued_ids(&host);
     assert_eq!(
         queued,
         ids[ids.len().saturating_sub(1000)..],

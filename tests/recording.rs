@@ -57,6 +57,15 @@ fn track_list_show_clear_round_trip() {
         rows[0]["payload"]["anonymous_id"],
         rows[1]["payload"]["anonymous_id"]
     );
+    // The documented `Payload` type reads every stored payload and writes it back
+    // byte for byte: the struct that serializes events cannot drift from it.
+    let conn = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+    let mut st = conn.prepare("SELECT payload FROM events").unwrap();
+    for stored in st.query_map([], |r| r.get::<_, String>(0)).unwrap() {
+        let stored = stored.unwrap();
+        let parsed: eventspool::Payload = serde_json::from_str(&stored).unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), stored);
+    }
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
 
     // `show` prints the payload pretty, identical in content; a unique prefix works.
