@@ -123,7 +123,7 @@ impl Queue {
         ensure_dir(dir)?;
         let path = dir.join(QUEUE_FILE);
         create_file(&path)?;
-        let mut queue = Self::open_file(path, busy)?;
+        let mut queue = Self::open_file(path, busy, true)?;
         queue.truncate_long_wal(busy)?;
         Ok(queue)
     }
@@ -137,7 +137,7 @@ impl Queue {
         match fs::symlink_metadata(&path) {
             Ok(_) => {
                 check_file(&path)?;
-                Self::open_file(path, busy).map(Some)
+                Self::open_file(path, busy, false).map(Some)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
@@ -170,16 +170,35 @@ impl Queue {
         run(&mut self.conn).map_err(|e| Error::queue(path, e))
     }
 
-    fn open_file(path: PathBuf, busy: Duration) -> Result<Queue> {
-        let seen = file_id(&path);
-        match Self::connect(&path, busy) {
-            Ok(q) => Ok(q),
-            Err(Failure::Invalid(why)) => {
-                set_aside(&path, seen, &why)?;
-                create_file(&path)?;
-                Self::connect(&path, busy).map_err(|f| f.into_error(&path))
+    /// Connects to the queue file, setting an invalid one aside. When several
+    /// processes find a bad file at once, one of them renames it while the others
+    /// are opening it or the fresh one, so "cannot open" and "busy" are expected for a
+    /// moment: those are retried within `busy`. `create` recreates a file that
+    /// vanished meanwhile (recording opens); inspecting opens never create one.
+    fn open_file(path: PathBuf, busy: Duration, create: bool) -> Result<Queue> {
+        let deadline = std::time::Instant::now() + busy.max(Duration::from_millis(100));
+        loop {
+            let seen = file_id(&path);
+            let attempt = match Self::connect(&path, busy) {
+                Err(Failure::Invalid(why)) => {
+                    set_aside(&path, seen, &why)?;
+                    create_file(&path)?;
+                    Self::connect(&path, busy)
+                }
+                other => other,
+            };
+            match attempt {
+                Ok(q) => return Ok(q),
+                Err(Failure::Sqlite(e))
+                    if racing_recovery(&e) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(2 + fastrand::u64(..8)));
+                    if create {
+                        create_file(&path)?;
+                    }
+                }
+                Err(f) => return Err(f.into_error(&path)),
             }
-            Err(f) => Err(f.into_error(&path)),
         }
     }
 
@@ -670,6 +689,19 @@ fn migrate(conn: &mut Connection, seen: i64) -> Result<(), Failure> {
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Returns true if and only if `e` is what opening meets while another process
+/// renames a bad queue file aside or creates the fresh one.
+fn racing_recovery(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::DatabaseBusy
+                | rusqlite::ErrorCode::DatabaseLocked
+        )
+    )
 }
 
 /// Why a queue file could not be used.
