@@ -84,7 +84,7 @@ impl Trigger {
 fn spool() -> Spool {
     Spool::builder(APP)
         .tool(APP, VERSION)
-        // SPOOL_ENDPOINT overrides this, e.g. to point at `spool serve`.
+        // JOBRUNNER_TELEMETRY_ENDPOINT overrides this, e.g. to point at `spool serve`.
         .endpoint("https://telemetry.jobrunner.example/v1/usage")
         .limits(Limits {
             batch_size: 1,

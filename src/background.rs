@@ -111,11 +111,7 @@ impl Spool {
             return Ok(None);
         }
         if !HOOK_INSTALLED.load(Ordering::Relaxed) {
-            return Err(Kind::Refused(
-                "call eventspool::detached_flush_hook() at the start of main before flush_detached"
-                    .into(),
-            )
-            .into());
+            return Err(Kind::HookMissing.into());
         }
         let Some(endpoint) = self.endpoint() else {
             return Ok(None);

@@ -11,8 +11,15 @@ use std::path::PathBuf;
 pub struct Error(#[from] Kind);
 
 /// The private kinds; callers ask [`Error`] questions instead of matching on these.
+///
+/// Each condition has its own variant, so a policy such as "pause recording after a
+/// storage failure" can name exactly the conditions it applies to. Fields that hold a
+/// cause are displayed, never also exposed as `source()`, so a one-line message built
+/// from the chain says each cause once.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Kind {
+    #[error("invalid app name {name:?}: {why}")]
+    AppName { name: String, why: &'static str },
     #[error("invalid event name {name:?}: {why}")]
     EventName { name: String, why: &'static str },
     #[error("invalid properties: {0}")]
@@ -31,20 +38,48 @@ pub(crate) enum Kind {
     NoEndpoint,
     #[error("no queued event with id {0:?}")]
     UnknownId(String),
-    #[error("{0}")]
-    Refused(String),
-    #[error("queue {path}: {source}")]
+    #[error("id prefix {0:?} matches more than one event; give more of it")]
+    AmbiguousId(String),
+    #[error("no home directory to keep telemetry in: pass --dir or set SPOOL_DIR")]
+    NoHomeDir,
+    #[error("recording is paused for a second after the queue could not be written; event dropped")]
+    Paused,
+    #[error(
+        "the queue's write-ahead log is over {limit} bytes (another process holds it open); event dropped"
+    )]
+    WalFull { limit: u64 },
+    #[error("{0} is a symbolic link; refusing to keep telemetry through it")]
+    Symlink(PathBuf),
+    #[error("{0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("{path} belongs to another user (uid {uid}); refusing to use it")]
+    ForeignOwner { path: PathBuf, uid: u32 },
+    #[error(
+        "the queue was written by a newer eventspool (schema {seen}, this one knows {known}); upgrade, or move the file aside"
+    )]
+    NewerSchema { seen: i64, known: i64 },
+    #[error("{path}: still not a valid queue after recovery: {why}")]
+    StillInvalid { path: PathBuf, why: String },
+    #[error("queue {path}: {cause}")]
     Queue {
         path: PathBuf,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("settings file {path}: {why}")]
     SettingsFile { path: PathBuf, why: String },
+    #[error("call eventspool::detached_flush_hook() at the start of main before flush_detached")]
+    HookMissing,
+    #[error(
+        "the queue {path} was emptied, but another process holds it open, so its old contents may stay in the write-ahead log until that process exits; run the command again then"
+    )]
+    PurgeIncomplete { path: PathBuf },
+    #[error("lost the flush lease to another flusher")]
+    LostLease,
     #[error("could not start the flush: {0}")]
     Runtime(String),
 }
@@ -56,40 +91,62 @@ impl Error {
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self.0,
-            Kind::EventName { .. }
+            Kind::AppName { .. }
+                | Kind::EventName { .. }
                 | Kind::Properties(_)
                 | Kind::EventTooLarge { .. }
                 | Kind::Setting { .. }
                 | Kind::Endpoint { .. }
                 | Kind::NoEndpoint
                 | Kind::UnknownId(_)
+                | Kind::AmbiguousId(_)
         )
+    }
+
+    /// Returns true if and only if the queue's storage failed: the disk or the queue
+    /// file could not be written or read (full disk, read-only or broken directory,
+    /// I/O error). Refusals that are themselves a response to such a failure (the
+    /// recording pause, a full WAL) are not storage failures, so they never re-arm
+    /// the pause they come from.
+    pub fn is_storage_failure(&self) -> bool {
+        match &self.0 {
+            Kind::Queue { cause, .. } => !matches!(
+                cause.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            Kind::Io { .. }
+            | Kind::StillInvalid { .. }
+            | Kind::NotADirectory(_)
+            | Kind::Symlink(_)
+            | Kind::ForeignOwner { .. } => true,
+            _ => false,
+        }
     }
 
     /// Returns true if and only if a later attempt may succeed: another process held
     /// the queue's write lock for longer than the lock timeout.
     pub fn is_transient(&self) -> bool {
         match &self.0 {
-            Kind::Queue { source, .. } => matches!(
-                source.sqlite_error_code(),
+            Kind::Queue { cause, .. } => matches!(
+                cause.sqlite_error_code(),
                 Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             ),
             _ => false,
         }
     }
 
-    pub(crate) fn queue(path: impl Into<PathBuf>, source: rusqlite::Error) -> Self {
+    pub(crate) fn queue(path: impl Into<PathBuf>, cause: rusqlite::Error) -> Self {
         Kind::Queue {
             path: path.into(),
-            source,
+            cause,
         }
         .into()
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Kind::Io {
             path: path.into(),
-            source,
+            cause,
         }
         .into()
     }

@@ -17,13 +17,25 @@ pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_DEPTH: usize = 32;
 
 /// Returns an error if `props` nest deeper than [`MAX_DEPTH`], or if their keys and
-/// strings add up to more than four times `max_event_bytes`: no scrubbing makes such
-/// an event fit, and refusing it first spares the host the work. Checked without
+/// strings, as the host gave them, add up to more than `max_event_bytes`. The size is
+/// judged before scrubbing: an oversized value must be refused with a clear error,
+/// not silently shrunk to `<redacted>` and accepted. Error messages count only up to
+/// the length they are truncated to (that truncation is documented). Checked without
 /// recursion.
 pub(crate) fn check_shape(props: &Map<String, Value>, max_event_bytes: u64) -> Result<()> {
-    let budget = max_event_bytes.saturating_mul(4);
+    let budget = max_event_bytes;
+    // Four bytes per character at most, once truncated.
+    let error_cap = (crate::privacy::MAX_ERROR_CHARS * 4) as u64;
     let mut size: u64 = props.keys().map(|k| k.len() as u64).sum();
-    let mut stack: Vec<(&Value, usize)> = props.values().map(|v| (v, 1)).collect();
+    let mut stack: Vec<(&Value, usize)> = Vec::with_capacity(props.len());
+    for (k, v) in props {
+        match v {
+            Value::String(s) if crate::privacy::is_error_key(k) => {
+                size += (s.len() as u64).min(error_cap);
+            }
+            _ => stack.push((v, 1)),
+        }
+    }
     while let Some((v, depth)) = stack.pop() {
         let children: Box<dyn Iterator<Item = &Value>> = match v {
             Value::Array(a) => Box::new(a.iter()),

@@ -135,9 +135,7 @@ impl Spool {
             Some(u) => delivery::check_endpoint(&u)?,
             None => return Err(Kind::NoEndpoint.into()),
         };
-        let dir = self
-            .dir()
-            .ok_or_else(|| Error::from(Kind::Refused("no home directory: set SPOOL_DIR".into())))?;
+        let dir = self.dir().ok_or_else(|| Error::from(Kind::NoHomeDir))?;
         let Some(mut queue) = Queue::open_existing(dir, FLUSH_LOCK_TIMEOUT)? else {
             return Ok(FlushReport::new(FlushEnd::Drained));
         };
@@ -249,9 +247,7 @@ impl Round {
             if now > lease_until - lease_ms / 2 {
                 lease_until = hold(now);
                 if !self.queue.renew_lease(&self.token, lease_until)? {
-                    return Err(
-                        Kind::Refused("lost the flush lease to another flusher".into()).into(),
-                    );
+                    return Err(Kind::LostLease.into());
                 }
             }
             let batch = self.queue.due(now_ms(), batch_size)?;

@@ -49,6 +49,7 @@
 //!   ([`Collector`], [`serve`]).
 #![deny(missing_docs)]
 
+mod app;
 mod background;
 mod cli;
 mod collector;
@@ -68,6 +69,7 @@ mod settings;
 mod spool;
 mod time;
 
+pub use app::{MAX_APP_NAME_LEN, default_dir, validate_app_name};
 pub use background::{
     BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, DETACHED_ENV, detached_flush_hook,
 };
@@ -89,6 +91,6 @@ pub use limits::{LIMIT_ENV_VARS, Limits, parse_count, parse_duration, parse_size
 pub use privacy::{MAX_ERROR_CHARS, Scrubber, is_error_key};
 pub use queue::{QUEUE_FILE, QueueStats, QueuedEvent};
 pub use schema::{Field, Schema};
-pub use settings::{SETTINGS_FILE, Settings};
-pub use spool::{DEFAULT_LOCK_TIMEOUT, Recorded, Spool, SpoolBuilder, Status, default_dir};
+pub use settings::{MAX_SETTINGS_BYTES, SETTINGS_FILE, Settings};
+pub use spool::{DEFAULT_LOCK_TIMEOUT, Recorded, Spool, SpoolBuilder, Status};
 pub use time::{now_ms, rfc3339_ms};

@@ -113,6 +113,18 @@ pub(crate) struct Holder {
 pub(crate) struct Queue {
     conn: Connection,
     path: PathBuf,
+    /// Set when opening found a file that was not a valid queue and moved it aside:
+    /// what was wrong and where it went, for the user to be told.
+    pub recovered: Option<String>,
+}
+
+/// What [`Queue::enqueue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    /// Committed; this many of the oldest events were evicted by the caps.
+    Committed { evicted: u64 },
+    /// The caller's check, run under the write lock, said no: nothing was written.
+    Revoked,
 }
 
 impl Queue {
@@ -122,8 +134,10 @@ impl Queue {
     pub fn open(dir: &Path, busy: Duration) -> Result<Queue> {
         ensure_dir(dir)?;
         let path = dir.join(QUEUE_FILE);
+        let moved = set_aside_if_not_a_file(&path)?;
         create_file(&path)?;
         let mut queue = Self::open_file(path, busy, true)?;
+        queue.recovered = queue.recovered.take().or(moved);
         queue.truncate_long_wal(busy)?;
         Ok(queue)
     }
@@ -135,6 +149,15 @@ impl Queue {
         }
         let path = dir.join(QUEUE_FILE);
         match fs::symlink_metadata(&path) {
+            Ok(meta) if !meta.is_file() && !meta.file_type().is_symlink() => {
+                // A directory or a FIFO where the queue belongs holds no events: move
+                // it aside as for a corrupt file, so even `disable` and `clear` work.
+                let moved = set_aside_if_not_a_file(&path)?;
+                create_file(&path)?;
+                let mut queue = Self::open_file(path, busy, true)?;
+                queue.recovered = queue.recovered.take().or(moved);
+                Ok(Some(queue))
+            }
             Ok(_) => {
                 check_file(&path)?;
                 Self::open_file(path, busy, false).map(Some)
@@ -177,18 +200,22 @@ impl Queue {
     /// vanished meanwhile (recording opens); inspecting opens never create one.
     fn open_file(path: PathBuf, busy: Duration, create: bool) -> Result<Queue> {
         let deadline = std::time::Instant::now() + busy.max(Duration::from_millis(100));
+        let mut recovered = None;
         loop {
             let seen = file_id(&path);
             let attempt = match Self::connect(&path, busy) {
                 Err(Failure::Invalid(why)) => {
-                    set_aside(&path, seen, &why)?;
+                    recovered = set_aside(&path, seen, &why)?.or(recovered);
                     create_file(&path)?;
                     Self::connect(&path, busy)
                 }
                 other => other,
             };
             match attempt {
-                Ok(q) => return Ok(q),
+                Ok(mut q) => {
+                    q.recovered = recovered;
+                    return Ok(q);
+                }
                 Err(Failure::Sqlite(e))
                     if racing_recovery(&e) && std::time::Instant::now() < deadline =>
                 {
@@ -230,6 +257,7 @@ impl Queue {
         Ok(Queue {
             conn,
             path: path.to_path_buf(),
+            recovered: None,
         })
     }
 
@@ -238,16 +266,23 @@ impl Queue {
     }
 
     /// Inserts events in one transaction, then drops the oldest past the caps.
-    /// Returns how many were evicted.
+    ///
+    /// `still_allowed` runs once the write lock is held, before anything is written:
+    /// a purge (`disable`) takes the same lock, so a `true` here means no purge can
+    /// slip in between the caller's consent check and this commit.
     pub fn enqueue(
         &mut self,
         events: &[NewEvent<'_>],
         max_events: u64,
         max_bytes: u64,
-    ) -> Result<u64> {
+        still_allowed: impl FnOnce() -> bool,
+    ) -> Result<Enqueued> {
         let path = self.path.clone();
-        let run = |conn: &mut Connection| -> rusqlite::Result<u64> {
+        let run = |conn: &mut Connection| -> rusqlite::Result<Enqueued> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if !still_allowed() {
+                return Ok(Enqueued::Revoked);
+            }
             {
                 let mut ins = tx.prepare_cached(INSERT)?;
                 let bytes: usize = events.iter().map(|e| e.payload.len()).sum();
@@ -265,7 +300,7 @@ impl Queue {
             }
             let evicted = enforce_caps(&tx, max_events, max_bytes)?;
             tx.commit()?;
-            Ok(evicted)
+            Ok(Enqueued::Committed { evicted })
         };
         run(&mut self.conn).map_err(|e| Error::queue(path, e))
     }
@@ -331,26 +366,48 @@ impl Queue {
         match found.as_slice() {
             [one] => Ok(one.clone()),
             [exact, ..] if exact.id == id => Ok(exact.clone()),
-            [_, _, ..] => Err(Kind::Refused(format!(
-                "id prefix {id:?} matches more than one event; give more of it"
-            ))
-            .into()),
+            [_, _, ..] => Err(Kind::AmbiguousId(id.to_string()).into()),
             [] => Err(Kind::UnknownId(id.to_string()).into()),
         }
     }
 
-    /// Deletes every queued event; returns how many. The file and its inode stay, so
-    /// writers holding it open keep writing to the live queue.
-    pub fn clear(&mut self) -> Result<u64> {
+    /// Deletes every queued event and every copy of them on disk; returns how many.
+    ///
+    /// A plain `DELETE` leaves the payloads readable in free pages and in the WAL, so
+    /// after it the file is rebuilt (`VACUUM`, temporary data in memory), and the WAL
+    /// checkpointed and truncated to zero; files set aside earlier as corrupt, which
+    /// hold older events, are removed. The file and its inode stay, so writers holding
+    /// it open keep writing to the live queue. `wait` bounds how long the truncation
+    /// waits for other connections to step out of the way; past it the purge is an
+    /// error (the events are gone from the queue, but old bytes may remain in the WAL).
+    pub fn purge(&mut self, wait: Duration) -> Result<u64> {
         let path = self.path.clone();
-        let run = |conn: &mut Connection| -> rusqlite::Result<u64> {
+        let run = |conn: &mut Connection| -> rusqlite::Result<(u64, bool)> {
+            conn.execute_batch("PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY")?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let n = tx.execute("DELETE FROM events", [])? as u64;
             tx.execute("UPDATE totals SET events = 0, bytes = 0 WHERE id = 0", [])?;
             tx.commit()?;
-            Ok(n)
+            conn.execute_batch("VACUUM")?;
+            let deadline = std::time::Instant::now() + wait;
+            loop {
+                let busy: i64 =
+                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+                if busy == 0 {
+                    return Ok((n, true));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Ok((n, false));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         };
-        run(&mut self.conn).map_err(|e| Error::queue(path, e))
+        let (n, truncated) = run(&mut self.conn).map_err(|e| Error::queue(&path, e))?;
+        remove_set_aside(&path);
+        if !truncated {
+            return Err(Kind::PurgeIncomplete { path }.into());
+        }
+        Ok(n)
     }
 
     /// Counts, sizes and counters.
@@ -662,10 +719,13 @@ fn enforce_caps(
 
 fn migrate(conn: &mut Connection, seen: i64) -> Result<(), Failure> {
     if seen > LATEST {
-        return Err(Failure::Other(Kind::Refused(format!(
-            "the queue was written by a newer eventspool (schema {seen}, this one knows {LATEST}); upgrade, or move the file aside"
-        ))
-        .into()));
+        return Err(Failure::Other(
+            Kind::NewerSchema {
+                seen,
+                known: LATEST,
+            }
+            .into(),
+        ));
     }
     if seen == 0 {
         // Only takes effect on a database not written yet; see PAGE_SIZE.
@@ -729,10 +789,10 @@ impl From<rusqlite::Error> for Failure {
 impl Failure {
     fn into_error(self, path: &Path) -> Error {
         match self {
-            Failure::Invalid(why) => Kind::Refused(format!(
-                "{}: still not a valid queue after recovery: {why}",
-                path.display()
-            ))
+            Failure::Invalid(why) => Kind::StillInvalid {
+                path: path.to_path_buf(),
+                why,
+            }
             .into(),
             Failure::Other(e) => e,
             Failure::Sqlite(e) => Error::queue(path, e),
@@ -754,16 +814,21 @@ fn file_id(_path: &Path) -> Option<(u64, u64)> {
 /// Renames an invalid queue file (and its WAL and shared-memory files) aside, never
 /// deleting it. Several processes may find the same bad file at once: an exclusive
 /// lock on it and a re-check of its identity make sure it is moved exactly once.
-fn set_aside(path: &Path, seen: Option<(u64, u64)>, why: &str) -> Result<()> {
-    let file = match File::open(path) {
+fn set_aside(path: &Path, seen: Option<(u64, u64)>, why: &str) -> Result<Option<String>> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    // A FIFO must not block the open.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    let file = match opts.open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),
     };
     lock_exclusive(&file);
     if file_id(path) != seen {
         // Someone else already moved it and started a fresh queue.
-        return Ok(());
+        return Ok(None);
     }
     let aside = PathBuf::from(format!(
         "{}.corrupt-{}-{}",
@@ -778,12 +843,46 @@ fn set_aside(path: &Path, seen: Option<(u64, u64)>, why: &str) -> Result<()> {
         }
     }
     fs::rename(path, &aside).map_err(|e| Error::io(path, e))?;
-    log::warn!(
-        "eventspool: {} was not a valid queue ({why}); moved it to {} and started a fresh queue",
+    let note = format!(
+        "{} was not a valid queue ({why}); moved it to {} and started a fresh queue",
         path.display(),
         aside.display()
     );
-    Ok(())
+    log::warn!("eventspool: {note}");
+    Ok(Some(note))
+}
+
+/// Moves `path` aside if something other than a regular file or a symbolic link is
+/// there (a directory, a FIFO, a socket). Symbolic links are refused elsewhere.
+fn set_aside_if_not_a_file(path: &Path) -> Result<Option<String>> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() && !meta.file_type().is_symlink() => {
+            set_aside(path, file_id(path), "it is not a regular file")
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Removes the files [`set_aside`] left beside `path` (best effort: a purge must not
+/// fail because an old copy is already gone).
+fn remove_set_aside(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.corrupt-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        // Only files: a directory set aside never held our events.
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        if is_file && entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let p = entry.path();
+            if let Err(e) = fs::remove_file(&p) {
+                log::debug!("eventspool: could not remove {}: {e}", p.display());
+            }
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -824,14 +923,10 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
 pub(crate) fn check_dir(dir: &Path) -> Result<()> {
     let meta = fs::symlink_metadata(dir).map_err(|e| Error::io(dir, e))?;
     if meta.file_type().is_symlink() {
-        return Err(Kind::Refused(format!(
-            "{} is a symbolic link; refusing to keep telemetry through it",
-            dir.display()
-        ))
-        .into());
+        return Err(Kind::Symlink(dir.to_path_buf()).into());
     }
     if !meta.is_dir() {
-        return Err(Kind::Refused(format!("{} is not a directory", dir.display())).into());
+        return Err(Kind::NotADirectory(dir.to_path_buf()).into());
     }
     check_owner(dir, &meta)
 }
@@ -839,11 +934,7 @@ pub(crate) fn check_dir(dir: &Path) -> Result<()> {
 fn check_file(path: &Path) -> Result<()> {
     let meta = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.file_type().is_symlink() {
-        return Err(Kind::Refused(format!(
-            "{} is a symbolic link; refusing to write through it",
-            path.display()
-        ))
-        .into());
+        return Err(Kind::Symlink(path.to_path_buf()).into());
     }
     check_owner(path, &meta)
 }
@@ -854,11 +945,10 @@ fn check_owner(path: &Path, meta: &fs::Metadata) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
-        return Err(Kind::Refused(format!(
-            "{} belongs to another user (uid {}); refusing to use it",
-            path.display(),
-            meta.uid()
-        ))
+        return Err(Kind::ForeignOwner {
+            path: path.to_path_buf(),
+            uid: meta.uid(),
+        }
         .into());
     }
     Ok(())
@@ -897,7 +987,10 @@ mod tests {
                 payload: &payload,
             })
             .collect();
-        q.enqueue(&evs, 5, 1000).unwrap()
+        match q.enqueue(&evs, 5, 1000, || true).unwrap() {
+            Enqueued::Committed { evicted } => evicted,
+            Enqueued::Revoked => unreachable!(),
+        }
     }
 
     #[test]
@@ -944,7 +1037,7 @@ mod tests {
         check(&q);
         q.remove(&due, "sent").unwrap(); // already gone: no change
         check(&q);
-        q.clear().unwrap();
+        q.purge(Duration::from_secs(1)).unwrap();
         check(&q);
         assert_eq!(recount(&q), (0, 0));
     }

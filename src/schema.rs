@@ -75,7 +75,7 @@ fn common(app: &str) -> Vec<Field> {
             "context.machine_hash",
             "string",
             format!(
-                "HMAC-SHA256 of the hostname keyed by \"{app}\": not reversible, not joinable across apps"
+                "HMAC-SHA256 of the hostname keyed by \"{app}\": the hostname is not sent, and the value differs per app; someone who knows the app name and guesses the hostname can confirm the guess"
             ),
         ),
         f(
@@ -165,30 +165,81 @@ impl Schema {
         }
     }
 
-    /// A Markdown table to publish: field, type, events, notes.
+    /// A Markdown table to publish: field, type, events, notes. Names come from
+    /// what a host sent, so every cell is escaped: a `|` or a newline cannot break
+    /// the table, and a terminal escape sequence is shown, never obeyed.
     pub fn to_markdown(&self) -> String {
-        let mut out = format!(
-            "Events {app} sends: {}.\n\nTheir fields:\n\n| field | type | events | notes |\n| --- | --- | --- | --- |\n",
-            self.events
-                .iter()
-                .map(|e| format!("`{e}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            app = self.app
-        );
+        let app = cell(&self.app);
+        let mut out = if self.events.is_empty() {
+            format!(
+                "No {app} events are known yet: the queue is empty and {app} describes none.\n\nThe fields every event carries:\n\n"
+            )
+        } else {
+            let names: Vec<String> = self.events.iter().map(|e| code(e)).collect();
+            format!(
+                "Events {app} sends: {}.\n\nTheir fields:\n\n",
+                names.join(", ")
+            )
+        };
+        out.push_str("| field | type | events | notes |\n| --- | --- | --- | --- |\n");
         for f in &self.fields {
             let events = if f.events.is_empty() {
                 "all".to_string()
             } else {
-                f.events.join(", ")
+                f.events
+                    .iter()
+                    .map(|e| cell(e))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             out.push_str(&format!(
-                "| `{}` | {} | {} | {} |\n",
-                f.name, f.kind, events, f.notes
+                "| {} | {} | {} | {} |\n",
+                code(&f.name),
+                cell(&f.kind),
+                events,
+                cell(&f.notes)
             ));
         }
         out
     }
+}
+
+/// Text made safe for one Markdown table cell printed on a terminal: `|` escaped,
+/// line breaks as spaces, control and bidirectional-override characters written as
+/// `\u{…}` escapes.
+fn cell(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '|' => out.push_str("\\|"),
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() || is_invisible_format(c) => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// [`cell`] text as a Markdown code span, fenced with more backticks than any run
+/// inside it, so a backtick in a name cannot end the span early.
+fn code(s: &str) -> String {
+    let text = cell(s);
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest + 1);
+    let pad = if text.starts_with('`') || text.ends_with('`') {
+        " "
+    } else {
+        ""
+    };
+    format!("{fence}{pad}{text}{pad}{fence}")
+}
+
+/// Characters that change how a line is displayed without showing themselves
+/// (bidirectional overrides, zero-width characters, the byte-order mark).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -235,5 +286,35 @@ mod tests {
             s.to_markdown()
                 .contains("| `context.machine_hash` | string | all |")
         );
+    }
+
+    #[test]
+    fn markdown_cells_are_escaped() {
+        let samples = [Event::new("job")
+            .property("a|b", 1)
+            .property("line\nbreak", 1)
+            .property("esc\u{1b}[31mred", 1)
+            .property("rtl\u{202e}txt", 1)
+            .property("tick`s", 1)];
+        let md = Schema::from_samples("jobrunner", &samples).to_markdown();
+        assert!(md.contains("`properties.a\\|b`"), "{md}");
+        assert!(md.contains("`properties.line break`"), "{md}");
+        assert!(md.contains("esc\\u{1b}[31mred"), "{md}");
+        assert!(md.contains("rtl\\u{202e}txt"), "{md}");
+        assert!(md.contains("``properties.tick`s``"), "{md}");
+        assert!(!md.contains('\u{1b}') && !md.contains('\u{202e}'));
+        // Every table row still has exactly five unescaped pipes.
+        for row in md.lines().filter(|l| l.starts_with('|')) {
+            let pipes = row.replace("\\|", "").matches('|').count();
+            assert_eq!(pipes, 5, "{row}");
+        }
+    }
+
+    #[test]
+    fn empty_schema_says_so() {
+        let md = Schema::from_payloads("spool", std::iter::empty()).to_markdown();
+        assert!(md.starts_with("No spool events are known yet"), "{md}");
+        assert!(!md.contains("sends: ."), "{md}");
+        assert!(md.contains("`context.machine_hash`"), "{md}");
     }
 }

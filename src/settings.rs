@@ -18,6 +18,51 @@ use crate::limits::Limits;
 /// File name of the settings inside the queue directory.
 pub const SETTINGS_FILE: &str = "config.json";
 
+/// The largest `config.json` read. Ours is a few hundred bytes; anything much larger
+/// is not ours, and reading it would cost every host invocation.
+pub const MAX_SETTINGS_BYTES: u64 = 64 * 1024;
+
+/// Reads `path` if it is a regular file of at most `max` bytes; `Ok(None)` if it does
+/// not exist. Opened without blocking, and checked on the open descriptor, so a FIFO
+/// (which would block the host forever) or a link to a device such as `/dev/zero`
+/// (which never ends) is refused before a byte is read.
+pub(crate) fn read_small_regular_file(
+    path: &Path,
+    max: u64,
+) -> std::result::Result<Option<String>, String> {
+    use std::io::Read;
+    let mut opts = fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    let file = match opts.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot be read ({e})")),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "is {} bytes, over the {max}-byte limit for a settings file",
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    // `take`: the file may grow between the check and the read.
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot be read ({e})"))?;
+    if text.len() as u64 > max {
+        return Err(format!("is over the {max}-byte limit for a settings file"));
+    }
+    Ok(Some(text))
+}
+
 /// The contents of `config.json`. Unknown fields are kept as they are.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
@@ -51,13 +96,14 @@ impl Settings {
     }
 
     /// Reads the settings in `dir`; `Ok(None)` if there is no file yet. A file that is
-    /// not a JSON object of the expected shape is an error naming the file.
+    /// not a JSON object of the expected shape, not a regular file, or larger than
+    /// [`MAX_SETTINGS_BYTES`] is an error naming the file.
     pub fn load(dir: &Path) -> Result<Option<Settings>> {
         let path = Self::path(dir);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(path, e)),
+        let text = match read_small_regular_file(&path, MAX_SETTINGS_BYTES) {
+            Ok(Some(t)) => t,
+            Ok(None) => return Ok(None),
+            Err(why) => return Err(Kind::SettingsFile { path, why }.into()),
         };
         Self::parse(&text)
             .map(Some)

@@ -11,13 +11,14 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::consent::{Consent, debug_mode};
+use crate::app::{default_dir, env_nonempty, host_var, validate_app_name};
+use crate::consent::{Consent, Persisted, debug_mode};
 use crate::context::Context;
 use crate::error::{Error, Kind, Result};
 use crate::event::{Event, check_shape, drop_flat, validate_name};
 use crate::limits::Limits;
 use crate::privacy::Scrubber;
-use crate::queue::{NewEvent, Queue, QueueStats, QueuedEvent, ensure_dir};
+use crate::queue::{Enqueued, NewEvent, Queue, QueueStats, QueuedEvent, ensure_dir};
 use crate::settings::Settings;
 use crate::time::{now_ms, rfc3339_ms};
 
@@ -42,8 +43,25 @@ fn wal_limit(limits: &Limits) -> u64 {
     limits.max_bytes.saturating_mul(2).max(8 << 20)
 }
 
-/// How often a long-running host looks at `config.json` for a changed choice.
+/// How often a long-running host looks at `config.json` for a changed choice. Between
+/// looks, a commit still checks the file's stamp under the queue's write lock, so an
+/// event recorded after `disable` returned is never kept.
 const SETTINGS_RECHECK: Duration = Duration::from_millis(250);
+
+/// How long a purge (`clear`, `disable`) waits for other connections to let the WAL
+/// be truncated. A person is waiting, but no connection holds a read for long.
+const PURGE_WAIT: Duration = Duration::from_secs(5);
+
+/// Whose environment a spool reads: a library host is never moved or redirected by
+/// the `SPOOL_*` variables, which configure the `spool` command only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// A library host: `<APP>_TELEMETRY_DIR` and `<APP>_TELEMETRY_ENDPOINT`.
+    Host,
+    /// The `spool` command: `--dir`/`SPOOL_DIR` and `SPOOL_ENDPOINT` first, then the
+    /// app's own variables, so `spool --app x` acts where and as host `x` does.
+    Cli,
+}
 
 /// What [`Spool::try_track`] did with an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,10 +88,12 @@ pub struct SpoolBuilder {
     endpoint: Option<String>,
     limits: Option<Limits>,
     lock_timeout: Duration,
+    scope: Scope,
 }
 
 impl SpoolBuilder {
     /// Keeps the queue and settings in `dir` instead of the app's config directory.
+    /// The user's `<APP>_TELEMETRY_DIR` still overrides it.
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
         self
@@ -86,7 +106,7 @@ impl SpoolBuilder {
     }
 
     /// The collection endpoint; persisted so `spool flush` by hand uses it too.
-    /// `SPOOL_ENDPOINT` overrides it.
+    /// `<APP>_TELEMETRY_ENDPOINT` overrides it.
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
         self
@@ -111,17 +131,28 @@ impl SpoolBuilder {
         self
     }
 
+    /// The `spool` command's spool: its directory (from `--dir`/`SPOOL_DIR`, given
+    /// to [`SpoolBuilder::dir`]) beats the app's variable, and `SPOOL_ENDPOINT` counts.
+    pub(crate) fn for_cli(mut self) -> Self {
+        self.scope = Scope::Cli;
+        self
+    }
+
     /// Finishes the builder. Nothing is read or written until the first call that
-    /// needs it, so building is free and never fails.
+    /// needs it, so building is free and never fails. With an invalid app name (see
+    /// [`crate::validate_app_name`]) the spool records nothing and writes nothing
+    /// anywhere; its `try_` calls say why.
     pub fn build(self) -> Spool {
-        let dir = self
-            .dir
-            .or_else(|| {
-                std::env::var_os("SPOOL_DIR")
-                    .filter(|d| !d.is_empty())
-                    .map(PathBuf::from)
-            })
-            .or_else(|| default_dir(&self.app));
+        let dir = if validate_app_name(&self.app).is_err() {
+            None
+        } else {
+            let env_dir = || env_nonempty(&host_var(&self.app, "DIR")).map(PathBuf::from);
+            match self.scope {
+                Scope::Host => env_dir().or(self.dir),
+                Scope::Cli => self.dir.or_else(env_dir),
+            }
+            .or_else(|| default_dir(&self.app))
+        };
         Spool {
             inner: Arc::new(Inner {
                 app: self.app,
@@ -130,6 +161,7 @@ impl SpoolBuilder {
                 endpoint: self.endpoint,
                 limits: self.limits,
                 lock_timeout: self.lock_timeout,
+                scope: self.scope,
                 samples: self.samples,
                 state: Mutex::new(State::default()),
                 context: OnceLock::new(),
@@ -139,11 +171,6 @@ impl SpoolBuilder {
             }),
         }
     }
-}
-
-/// The config directory of `app` (`~/.config/<app>` on Linux).
-pub fn default_dir(app: &str) -> Option<PathBuf> {
-    directories::ProjectDirs::from("", "", app).map(|d| d.config_dir().to_path_buf())
 }
 
 /// A telemetry spool for one app: cheap to clone, safe to share between threads.
@@ -167,6 +194,7 @@ pub(crate) struct Inner {
     endpoint: Option<String>,
     limits: Option<Limits>,
     pub(crate) lock_timeout: Duration,
+    scope: Scope,
     samples: Option<Samples>,
     state: Mutex<State>,
     context: OnceLock<Box<RawValue>>,
@@ -192,6 +220,8 @@ struct State {
     paused_until: Option<Instant>,
     settings: SettingsCache,
     synced: bool,
+    /// Things the user should be told (a queue file set aside), for the CLI to print.
+    notes: Vec<String>,
 }
 
 /// `config.json` as last read, and the file stamp it was read at, so a choice made by
@@ -199,12 +229,17 @@ struct State {
 /// SETTINGS_RECHECK, without a `stat` on every event.
 #[derive(Default)]
 struct SettingsCache {
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Stamp>,
     /// When the stamp was last compared; `None` until first loaded.
     checked: Option<Instant>,
     value: Option<Settings>,
-    corrupt: bool,
+    /// Why the file could not be used, if it exists but cannot.
+    unreadable: Option<String>,
 }
+
+/// Modification time, size and inode of a file: enough to notice a rewrite (an
+/// atomic replace always changes the inode) without reading it.
+type Stamp = (SystemTime, u64, u64);
 
 /// How a payload is serialized: the same fields, in the same order, as [`Payload`].
 #[derive(Serialize)]
@@ -248,6 +283,7 @@ impl Spool {
             endpoint: None,
             limits: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            scope: Scope::Host,
             samples: None,
         }
     }
@@ -284,10 +320,17 @@ impl Spool {
     /// Whether telemetry is on and which rule decided; reads the environment and the
     /// persisted choice, never writes.
     pub fn consent(&self) -> Consent {
+        if let Err(e) = validate_app_name(&self.inner.app) {
+            return Consent {
+                enabled: false,
+                rule: "invalid_app_name",
+                reason: e.to_string(),
+            };
+        }
         let persisted = self
             .with_state(|st, inner| Ok(inner.persisted_choice(st)))
-            .unwrap_or(Some(false));
-        Consent::from_env(&self.inner.app, persisted)
+            .unwrap_or_else(|e| Persisted::Unreadable(e.to_string()));
+        Consent::from_env_with(&self.inner.app, &persisted)
     }
 
     /// Records an event, fire-and-forget: never panics, never returns an error, and
@@ -327,20 +370,27 @@ impl Spool {
 
     /// Records several events in one transaction; all or none are queued.
     pub fn try_track_batch(&self, events: Vec<Event>) -> Result<Vec<Recorded>> {
+        validate_app_name(&self.inner.app)?;
         for e in &events {
             validate_name(e.name())?;
         }
         let inner = &self.inner;
         let result = self.with_state(|st, inner_ref| {
             let persisted = inner_ref.persisted_choice(st);
-            if !Consent::from_env(&inner.app, persisted).enabled {
+            if let Persisted::Unreadable(why) = &persisted {
+                // Off, as a broken file must never turn telemetry on; and an error,
+                // so `spool track` says why instead of "disabled by your choice".
+                return Err(Kind::SettingsFile {
+                    path: Settings::path(inner.require_dir()?),
+                    why: why.clone(),
+                }
+                .into());
+            }
+            if !Consent::from_env_with(&inner.app, &persisted).enabled {
                 return Ok(vec![Recorded::Disabled; events.len()]);
             }
             if st.paused_until.is_some_and(|t| Instant::now() < t) {
-                return Err(Kind::Refused(
-                    "recording is paused for a second after the queue could not be written; event dropped".into(),
-                )
-                .into());
+                return Err(Kind::Paused.into());
             }
             let debug = debug_mode(&inner.app);
             let limits = inner.effective_limits(st);
@@ -407,7 +457,9 @@ impl Spool {
             // disk, so the queue's footprint stays bounded whatever other processes do.
             if st.wal_full || st.since_wal_check >= WAL_CHECK_EVERY {
                 st.since_wal_check = 0;
-                let retry = st.last_truncate.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                let retry = st
+                    .last_truncate
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                 let lock_timeout = inner.lock_timeout;
                 let queue = inner.queue(st)?;
                 let mut over = queue.wal_bytes() > wal_limit;
@@ -419,18 +471,44 @@ impl Spool {
                 }
                 st.wal_full = over;
                 if st.wal_full {
-                    return Err(Kind::Refused(format!(
-                        "the queue's write-ahead log is over {wal_limit} bytes (another process holds it open); event dropped"
-                    ))
-                    .into());
+                    return Err(Kind::WalFull { limit: wal_limit }.into());
                 }
             }
             st.since_wal_check += rows.len() as u32;
-            let queue = inner.queue(st)?;
-            if let Err(e) = queue.enqueue(&rows, limits.max_events, limits.max_bytes) {
-                // Reopen next time: if the file went bad, opening sets it aside.
-                st.queue = None;
-                return Err(e);
+            let settings_path = Settings::path(inner.require_dir()?);
+            // A `disable` in another process rewrites config.json, then purges under
+            // the write lock: if the file is unchanged once this commit holds that
+            // lock, no purge came between the consent check above and the commit.
+            // If it changed, look again (a rewrite may not be an opt-out).
+            let mut tries = 0;
+            loop {
+                let expected = st.settings.stamp;
+                let queue = inner.queue(st)?;
+                match queue.enqueue(&rows, limits.max_events, limits.max_bytes, || {
+                    stamp(&settings_path) == expected
+                }) {
+                    Ok(Enqueued::Committed { .. }) => break,
+                    Ok(Enqueued::Revoked) => {
+                        st.settings.checked = None;
+                        let persisted = inner.persisted_choice(st);
+                        if !Consent::from_env_with(&inner.app, &persisted).enabled {
+                            return Ok(vec![Recorded::Disabled; rows.len()]);
+                        }
+                        tries += 1;
+                        if tries >= 3 {
+                            return Err(Kind::SettingsFile {
+                                path: settings_path,
+                                why: "kept changing while the event was recorded".into(),
+                            }
+                            .into());
+                        }
+                    }
+                    Err(e) => {
+                        // Reopen next time: if the file went bad, opening sets it aside.
+                        st.queue = None;
+                        return Err(e);
+                    }
+                }
             }
             st.commits += 1;
             if st.commits >= CHECKPOINT_EVERY {
@@ -444,9 +522,11 @@ impl Spool {
         });
         // A full disk or a read-only directory fails every attempt, and each attempt
         // costs a host milliseconds: pause recording for a second instead of retrying
-        // on every event. (Bad input and a busy lock are not the queue's fault.)
+        // on every event. Only a storage failure arms it: bad input, a busy lock and
+        // the refusals that follow a failure (the pause itself, a full WAL) do not,
+        // or a host tracking more than once a second would never record again.
         if let Err(e) = &result {
-            if !e.is_invalid_input() && !e.is_transient() {
+            if e.is_storage_failure() {
                 let _ = self.with_state(|st, _| {
                     st.paused_until = Some(Instant::now() + RECORDING_PAUSE);
                     Ok(())
@@ -469,8 +549,11 @@ impl Spool {
     }
 
     /// Deletes every queued event; returns how many were removed. Creates nothing.
+    ///
+    /// When it returns, no byte of a purged event remains in any file of the queue
+    /// directory (free pages, the write-ahead log, files set aside as corrupt).
     pub fn clear(&self) -> Result<u64> {
-        self.with_existing_queue(|q| q.clear())
+        self.with_existing_queue(|q| q.purge(PURGE_WAIT))
             .map(|n| n.unwrap_or(0))
     }
 
@@ -495,7 +578,9 @@ impl Spool {
     }
 
     /// Persists the choice not to send telemetry and purges the queue; returns how
-    /// many queued events were purged.
+    /// many queued events were purged. Once it returns, nothing stays queued: an
+    /// event another process or thread was recording at the same moment is either
+    /// purged or never committed.
     pub fn disable(&self) -> Result<u64> {
         self.set_choice(false)?;
         self.clear()
@@ -513,14 +598,24 @@ impl Spool {
         })
     }
 
-    /// The endpoint a flush uses: `SPOOL_ENDPOINT`, else the one given in code, else
-    /// the persisted one.
+    /// The endpoint a flush uses: `<APP>_TELEMETRY_ENDPOINT` (for the `spool`
+    /// command, `SPOOL_ENDPOINT` first), else the one given in code, else the
+    /// persisted one.
     pub fn endpoint(&self) -> Option<String> {
-        std::env::var("SPOOL_ENDPOINT")
-            .ok()
-            .filter(|e| !e.is_empty())
-            .or_else(|| self.inner.endpoint.clone())
-            .or_else(|| self.settings().and_then(|s| s.endpoint))
+        let app_var = || env_nonempty(&host_var(&self.inner.app, "ENDPOINT"));
+        match self.inner.scope {
+            Scope::Host => app_var(),
+            Scope::Cli => env_nonempty("SPOOL_ENDPOINT").or_else(app_var),
+        }
+        .or_else(|| self.inner.endpoint.clone())
+        .or_else(|| self.settings().and_then(|s| s.endpoint))
+    }
+
+    /// What the user should be told that happened behind the scenes (a queue file
+    /// that was not valid and was moved aside), once each.
+    pub(crate) fn take_notes(&self) -> Vec<String> {
+        self.with_state(|st, _| Ok(std::mem::take(&mut st.notes)))
+            .unwrap_or_default()
     }
 
     /// The limits in force: given in code, else persisted, else defaults; then the
@@ -567,6 +662,9 @@ impl Spool {
                 let dir = inner.require_dir()?;
                 st.queue =
                     Queue::open_existing(dir, inner.lock_timeout.max(Duration::from_secs(2)))?;
+                if let Some(note) = st.queue.as_mut().and_then(|q| q.recovered.take()) {
+                    st.notes.push(note);
+                }
             }
             match st.queue.as_mut() {
                 Some(q) => f(q).map(Some),
@@ -576,11 +674,14 @@ impl Spool {
     }
 }
 
-/// Modification time and size of a file: enough to notice a rewrite without reading it.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))
+/// The [`Stamp`] of a file, `None` if it does not exist.
+fn stamp(path: &Path) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    Some((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), ino))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -591,9 +692,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Inner {
     fn require_dir(&self) -> Result<&Path> {
-        self.dir.as_deref().ok_or_else(|| {
-            Kind::Refused("no home directory: set SPOOL_DIR or pass --dir".into()).into()
-        })
+        validate_app_name(&self.app)?;
+        self.dir.as_deref().ok_or_else(|| Kind::NoHomeDir.into())
     }
 
     fn context_json(&self) -> &RawValue {
@@ -636,12 +736,18 @@ impl Inner {
             st.settings.checked = Some(now);
             return;
         }
-        st.settings = match Settings::load(dir) {
+        // A queue directory that is not one (a file, a link, another user's) makes
+        // the settings in it unusable too; say so rather than "disabled by choice".
+        let usable = match std::fs::symlink_metadata(dir) {
+            Ok(_) => crate::queue::check_dir(dir),
+            Err(_) => Ok(()),
+        };
+        st.settings = match usable.and_then(|()| Settings::load(dir)) {
             Ok(value) => SettingsCache {
                 stamp,
                 checked: Some(now),
                 value,
-                corrupt: false,
+                unreadable: None,
             },
             Err(e) => {
                 log::debug!("eventspool: {e}; treating telemetry as disabled");
@@ -649,7 +755,7 @@ impl Inner {
                     stamp,
                     checked: Some(now),
                     value: None,
-                    corrupt: true,
+                    unreadable: Some(e.to_string()),
                 }
             }
         };
@@ -657,12 +763,15 @@ impl Inner {
 
     /// The persisted consent choice; an unreadable settings file counts as "off", so
     /// a damaged file never turns telemetry on against the user's wish.
-    fn persisted_choice(&self, st: &mut State) -> Option<bool> {
+    fn persisted_choice(&self, st: &mut State) -> Persisted {
         self.refresh_settings(st);
-        if st.settings.corrupt {
-            return Some(false);
+        if let Some(why) = &st.settings.unreadable {
+            return Persisted::Unreadable(why.clone());
         }
-        st.settings.value.as_ref().and_then(|s| s.telemetry)
+        match st.settings.value.as_ref().and_then(|s| s.telemetry) {
+            Some(on) => Persisted::Chosen(on),
+            None => Persisted::Undecided,
+        }
     }
 
     fn effective_limits(&self, st: &mut State) -> Limits {
@@ -692,10 +801,8 @@ impl Inner {
         // Fresh: consent was just decided from it in this same call.
         self.refresh_settings(st);
         let current = st.settings.value.clone();
-        let mut next = current.clone().unwrap_or_else(|| Settings {
-            telemetry: Some(true),
-            ..Settings::default()
-        });
+        // `telemetry` stays absent until the user decides: recording is not a choice.
+        let mut next = current.clone().unwrap_or_default();
         if next.anonymous_id.is_none() {
             next.anonymous_id = Some(uuid::Uuid::new_v4().to_string());
         }
@@ -726,11 +833,16 @@ impl Inner {
             stamp: stamp(&Settings::path(dir)),
             checked: Some(Instant::now()),
             value: Some(next.clone()),
-            corrupt: false,
+            unreadable: None,
         };
         st.synced = true;
-        next.anonymous_id
-            .ok_or_else(|| Kind::Refused("settings have no anonymous id".into()).into())
+        next.anonymous_id.ok_or_else(|| {
+            Kind::SettingsFile {
+                path: Settings::path(dir),
+                why: "has no anonymous id".into(),
+            }
+            .into()
+        })
     }
 
     /// Asks this spool's checkpointer thread to checkpoint the WAL, starting the thread
@@ -777,7 +889,10 @@ impl Inner {
 
     fn queue<'s>(&self, st: &'s mut State) -> Result<&'s mut Queue> {
         if st.queue.is_none() {
-            let queue = Queue::open(self.require_dir()?, self.lock_timeout)?;
+            let mut queue = Queue::open(self.require_dir()?, self.lock_timeout)?;
+            if let Some(note) = queue.recovered.take() {
+                st.notes.push(note);
+            }
             // Once a checkpointer thread runs, it checkpoints instead of this
             // connection (see request_checkpoint).
             if st.checkpointer.is_some() {
@@ -785,8 +900,9 @@ impl Inner {
             }
             st.queue = Some(queue);
         }
+        // Just opened above, so always Some.
         st.queue
             .as_mut()
-            .ok_or_else(|| Error::from(Kind::Refused("queue not open".into())))
+            .ok_or_else(|| Error::from(Kind::NoHomeDir))
     }
 }

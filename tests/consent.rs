@@ -96,12 +96,21 @@ fn a_corrupt_settings_file_never_turns_telemetry_on() {
     let (_t, dir) = temp();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("config.json"), "{\"telemetry\": fal").unwrap();
-    // The library path (a host) treats it as off and writes nothing.
+    // The library path (a host) treats it as off, writes nothing, and says why.
     let host = eventspool::Spool::builder("spool").dir(&dir).build();
-    assert_eq!(
-        host.try_track(eventspool::Event::new("e")).unwrap(),
-        eventspool::Recorded::Disabled
+    let err = host
+        .try_track(eventspool::Event::new("e"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("not valid"),
+        "{err}"
     );
+    host.track(eventspool::Event::new("e"));
+    assert_eq!(host.failures(), 1);
+    let consent = host.consent();
+    assert!(!consent.enabled);
+    assert_eq!(consent.rule, "unreadable_settings");
     assert_eq!(files_in(&dir), ["config.json"]);
 }
 

@@ -18,7 +18,8 @@ fn job_runner(
     run_example("job_runner", dir, endpoint, args, env)
 }
 
-/// Runs an example host with its queue in `dir` and its endpoint set to `endpoint`.
+/// Runs an example host with its queue in `dir` and its endpoint set to `endpoint`,
+/// through the host's own variables (`SPOOL_*` configure only the `spool` command).
 fn run_example(
     name: &str,
     dir: &std::path::Path,
@@ -27,7 +28,16 @@ fn run_example(
     env: &[(&str, &str)],
 ) -> std::process::Output {
     let dir = dir.to_str().unwrap();
-    let mut all = vec![("SPOOL_DIR", dir), ("SPOOL_ENDPOINT", endpoint)];
+    let prefix = if name == "job_runner" {
+        "JOBRUNNER"
+    } else {
+        "DEVTOOL"
+    };
+    let (dir_var, endpoint_var) = (
+        format!("{prefix}_TELEMETRY_DIR"),
+        format!("{prefix}_TELEMETRY_ENDPOINT"),
+    );
+    let mut all = vec![(dir_var.as_str(), dir), (endpoint_var.as_str(), endpoint)];
     all.extend_from_slice(env);
     run_clean(&example_bin(name), args, &all)
 }
@@ -508,7 +518,7 @@ fn notice_prints_once_and_never_with_consent_off() {
 /// Runs devtool in a pseudo-terminal (util-linux `script`), as a person would.
 fn devtool_in_terminal(dir: &std::path::Path, env: &str) -> String {
     let cmd = format!(
-        "{env} SPOOL_DIR='{}' SPOOL_ENDPOINT='{}' '{}' dev",
+        "{env} DEVTOOL_TELEMETRY_DIR='{}' DEVTOOL_TELEMETRY_ENDPOINT='{}' '{}' dev",
         dir.display(),
         refused_url(),
         example_bin("devtool").display()

@@ -13,9 +13,9 @@ pub struct ListArgs {
     /// One JSON object per line: id, event, created_at, attempts, next_attempt_at, bytes, payload
     #[arg(long)]
     pub json: bool,
-    /// Show at most N events (oldest first)
-    #[arg(long, value_name = "N")]
-    pub limit: Option<usize>,
+    /// Show at most N events (oldest first); at least 1
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
 }
 
 #[derive(serde::Serialize)]
@@ -30,7 +30,10 @@ struct JsonLine<'a> {
 }
 
 pub(super) fn run(spool: &Spool, args: ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let events = spool.list(args.limit.unwrap_or(usize::MAX >> 1))?;
+    let limit = args.limit.map_or(usize::MAX >> 1, |n| {
+        usize::try_from(n).unwrap_or(usize::MAX >> 1)
+    });
+    let events = spool.list(limit)?;
     if args.json {
         for e in &events {
             writeln!(out, "{}", json_line(e)?)?;

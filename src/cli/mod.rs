@@ -28,6 +28,7 @@ pub use track::parse_pair as parse_property_arg;
 #[command(
     name = "spool",
     version,
+    arg_required_else_help = true,
     about = "Local-first usage telemetry: record, inspect, purge and send queued events"
 )]
 pub struct Cli {
@@ -48,12 +49,23 @@ pub struct Global {
         global = true,
         env = "SPOOL_APP",
         default_value = "spool",
-        value_name = "NAME"
+        value_name = "NAME",
+        value_parser = parse_app_name
     )]
     pub app: String,
-    /// Queue directory, instead of the app's config directory
+    /// Queue directory, instead of the app's config directory (or its <APP>_TELEMETRY_DIR)
     #[arg(long, global = true, env = "SPOOL_DIR", value_name = "PATH")]
     pub dir: Option<PathBuf>,
+    /// Print no notices on stderr (errors are still printed)
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// Checks `--app` with [`crate::validate_app_name`], so a bad name is a usage error.
+fn parse_app_name(name: &str) -> Result<String, String> {
+    crate::validate_app_name(name)
+        .map(|()| name.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// Every `spool` subcommand: the [`TelemetryCommand`]s a host can mount, plus
@@ -73,11 +85,13 @@ impl Command {
     /// Runs the command against `spool`, writing its output to `out`. Errors carry
     /// context for a one-line message.
     pub fn run(self, spool: &Spool, out: &mut dyn Write) -> anyhow::Result<()> {
-        match self {
+        let result = match self {
             Command::Track(args) => track::run(spool, args, out),
             Command::Serve(args) => serve::run(args),
-            Command::Telemetry(t) => t.run(spool, out),
-        }
+            Command::Telemetry(t) => return t.run(spool, out),
+        };
+        print_notes(spool);
+        result
     }
 }
 
@@ -129,7 +143,7 @@ pub enum TelemetryCommand {
 impl TelemetryCommand {
     /// Runs the command against `spool`, writing its output to `out`.
     pub fn run(self, spool: &Spool, out: &mut dyn Write) -> anyhow::Result<()> {
-        match self {
+        let result = match self {
             TelemetryCommand::Status(args) => status::run(spool, args, out),
             TelemetryCommand::List(args) => list::run(spool, args, out),
             TelemetryCommand::Show(args) => show::run(spool, args, out),
@@ -138,7 +152,9 @@ impl TelemetryCommand {
             TelemetryCommand::Enable => consent::enable(spool, out),
             TelemetryCommand::Disable => consent::disable(spool, out),
             TelemetryCommand::Schema(args) => schema::run(spool, args, out),
-        }
+        };
+        print_notes(spool);
+        result
     }
 
     /// Runs the command with output on stdout; a failure is printed as one line,
@@ -149,11 +165,25 @@ impl TelemetryCommand {
     }
 }
 
+/// Tells the user, on stderr, what happened behind a command's back (a queue file
+/// that was not valid and was moved aside), so an empty listing is never a mystery.
+fn print_notes(spool: &Spool) {
+    for note in spool.take_notes() {
+        eprintln!("{}: warning: {note}", spool.app());
+    }
+}
+
+/// How long `spool track` waits for another process's write lock: bounded well under
+/// a second, like a library host (a script calling it must not hang on another
+/// process), yet long enough for many processes recording at once to take turns.
+/// Listing and purging wait longer on their own.
+pub const CLI_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Builds the spool the global options name.
 pub fn spool_for(global: &Global) -> Spool {
-    // A person or script waiting on `spool` can afford a longer wait for the write
-    // lock than a host's hot path.
-    let mut b = Spool::builder(&global.app).lock_timeout(std::time::Duration::from_secs(5));
+    let mut b = Spool::builder(&global.app)
+        .for_cli()
+        .lock_timeout(CLI_LOCK_TIMEOUT);
     if let Some(dir) = &global.dir {
         b = b.dir(dir);
     }
@@ -169,9 +199,16 @@ pub fn main() -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let spool = spool_for(&cli.global);
+    let command = match cli.command {
+        Command::Track(mut args) => {
+            args.quiet |= cli.global.quiet;
+            Command::Track(args)
+        }
+        other => other,
+    };
     // Not locked for the whole run: `spool serve` prints from worker threads.
     let mut stdout = std::io::stdout();
-    report(cli.command.run(&spool, &mut stdout))
+    report(command.run(&spool, &mut stdout))
 }
 
 /// Turns a command's result into an exit code, printing a failure as one line on stderr.

@@ -17,6 +17,9 @@ pub struct ServeArgs {
     /// Append each new event to this JSONL file (ids already in it are not saved twice)
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Allow an address other machines can reach (the sink has no authentication)
+    #[arg(long)]
+    pub allow_remote: bool,
 }
 
 pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -31,6 +34,18 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.addr))?;
         let addr = listener.local_addr()?;
+        // An unauthenticated sink on every interface accepts anyone's events: only
+        // when asked for in so many words, and said out loud.
+        if !addr.ip().is_loopback() {
+            if !args.allow_remote {
+                anyhow::bail!(
+                    "refusing to listen on {addr}: other machines can reach it and the development sink has no authentication; use a loopback address, or pass --allow-remote"
+                );
+            }
+            eprintln!(
+                "spool serve: warning: listening on {addr}, reachable from other machines, without authentication"
+            );
+        }
         let saved = args.out.as_ref().map_or_else(
             || "not saved".to_string(),
             |p| format!("appended to {}", p.display()),

@@ -19,6 +19,9 @@ pub struct TrackArgs {
     /// Properties as one JSON object; `-p` entries override its keys
     #[arg(long = "props", value_name = "JSON")]
     pub props_json: Option<String>,
+    /// Set from the global `--quiet`: no notice when telemetry is off.
+    #[arg(skip)]
+    pub quiet: bool,
 }
 
 /// Parses one `spool track -p` argument: `key=value` gives a string, `key:=JSON` a
@@ -64,10 +67,16 @@ pub(super) fn run(spool: &Spool, args: TrackArgs, out: &mut dyn Write) -> anyhow
         .context("could not record the event")?
     {
         Recorded::Queued(id) => writeln!(out, "{id}")?,
-        Recorded::Disabled => eprintln!(
-            "spool: telemetry is disabled ({}); nothing recorded",
-            spool.consent().reason
-        ),
+        // A script calling `spool track` for an opted-out user must not litter its
+        // stderr on every call: the notice is for a person at a terminal.
+        Recorded::Disabled => {
+            if !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!(
+                    "spool: telemetry is disabled ({}); nothing recorded",
+                    spool.consent().reason
+                );
+            }
+        }
         Recorded::Printed => {}
     }
     Ok(())
