@@ -732,7 +732,12 @@ impl Inner {
             return;
         }
         let stamp = stamp(&Settings::path(dir));
-        if st.settings.checked.is_some() && stamp == st.settings.stamp {
+        // An unusable file or directory is looked at afresh each time: repairing the
+        // directory need not change the file's stamp.
+        if st.settings.checked.is_some()
+            && stamp == st.settings.stamp
+            && st.settings.unreadable.is_none()
+        {
             st.settings.checked = Some(now);
             return;
         }

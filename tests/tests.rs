@@ -9,6 +9,8 @@
 //! - `flushers`: the lease under SIGKILL and concurrency, background and detached flushers
 //! - `guarantees`: SIGKILL mid-write, torn WAL, held locks, hostile input, concurrent
 //!   recovery, foreign files, clear under load
+//! - `purging`: `clear`/`disable` leave no byte behind and outlast racing writers;
+//!   recording resumes after a failure
 //! - `fuzz_corpus`: the saved fuzz inputs replayed through every parser
 //! - `model`: property test of the queue and flusher against an in-memory model
 //! - `host_integration`: the example hosts end to end, mounted commands, the notice
@@ -24,5 +26,6 @@ mod fuzz_corpus;
 mod guarantees;
 mod host_integration;
 mod model;
+mod purging;
 mod queue_storage;
 mod recording;

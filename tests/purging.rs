@@ -1,0 +1,207 @@
+//! Purging means gone: after `clear` or `disable` returns, no byte of a purged event
+//! is left in any file of the queue directory, and no event recorded by a writer
+//! racing `disable` stays queued.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use eventspool::{Event, Spool};
+
+use crate::util::{queued, spool, temp};
+
+/// Every file of `dir` (not following links) whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if !entry.file_type().unwrap().is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let n = bytes.windows(needle.len()).filter(|w| *w == needle).count();
+        if n > 0 {
+            hits.push(format!("{}: {n}", entry.file_name().to_string_lossy()));
+        }
+    }
+    hits
+}
+
+/// Records 150 events carrying a marker, some delivered-and-deleted history, and a
+/// file set aside as corrupt that also holds the marker: every place old bytes hide.
+fn queue_with_marked_events(dir: &std::path::Path, marker: &str) -> Spool {
+    let host = Spool::builder("spool").dir(dir).build();
+    for i in 0..150 {
+        host.track(
+            Event::new("marked")
+                .property("note", format!("{marker} number {i}"))
+                .property("padding", "x ".repeat(200)),
+        );
+    }
+    std::fs::write(
+        dir.join("queue.db.corrupt-1-1"),
+        format!("old queue holding {marker}"),
+    )
+    .unwrap();
+    assert_eq!(queued(dir).len(), 150);
+    assert!(!files_containing(dir, marker.as_bytes()).is_empty());
+    host
+}
+
+#[test]
+fn disable_leaves_no_byte_of_a_purged_payload_on_disk() {
+    let (_t, dir) = temp();
+    let marker = "zqxmarkerdisable";
+    let host = queue_with_marked_events(&dir, marker);
+    let out = spool(&dir).args(["disable"]).ok();
+    assert!(out.contains("purged 150"), "{out}");
+    assert_eq!(
+        files_containing(&dir, marker.as_bytes()),
+        Vec::<String>::new(),
+        "purged payload bytes remain"
+    );
+    // The recording host's open connection is still good, and sees the choice.
+    host.track(Event::new("after"));
+    assert!(queued(&dir).is_empty());
+}
+
+#[test]
+fn clear_leaves_no_byte_of_a_purged_payload_and_keeps_recording() {
+    let (_t, dir) = temp();
+    let marker = "zqxmarkerclear";
+    let host = queue_with_marked_events(&dir, marker);
+    let out = spool(&dir).args(["clear"]).ok();
+    assert!(out.contains("150"), "{out}");
+    assert_eq!(
+        files_containing(&dir, marker.as_bytes()),
+        Vec::<String>::new(),
+        "purged payload bytes remain"
+    );
+    // The host's connection keeps writing to the live queue.
+    host.track(Event::new("after-clear").property("note", "kept"));
+    let rows = queued(&dir);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["event"], "after-clear");
+    assert_eq!(crate::util::quick_check(&dir), "ok");
+}
+
+#[test]
+fn nothing_recorded_while_disable_runs_stays_queued() {
+    let (_t, dir) = temp();
+    Spool::builder("spool")
+        .dir(&dir)
+        .build()
+        .track(Event::new("first"));
+    // Four long-running hosts, each its own spool (own connection, own settings
+    // cache), recording as fast as they can while `spool disable` runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let host = Spool::builder("spool").dir(&dir).build();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    host.track(Event::new("racing").property("writer", w));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!queued(&dir).is_empty(), "the writers are recording");
+    spool(&dir).args(["disable"]).ok();
+    let returned = Instant::now();
+    // Whatever the writers do from now on, nothing stays queued: checked repeatedly
+    // for longer than a host's settings cache lives.
+    let mut seen = Vec::new();
+    while returned.elapsed() < Duration::from_millis(800) {
+        seen.push(queued(&dir).len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let attempts: u64 = writers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(attempts > 100, "the writers ran ({attempts} events)");
+    assert!(
+        seen.iter().all(|&n| n == 0),
+        "events stayed queued after disable returned: {seen:?}"
+    );
+    assert!(queued(&dir).is_empty());
+}
+
+#[test]
+fn recording_resumes_after_a_storage_failure_while_the_host_keeps_tracking() {
+    let (_t, dir) = temp();
+    std::fs::create_dir_all(&dir).unwrap();
+    // Break the queue file: a symbolic link is refused, so every write fails.
+    let elsewhere = dir.join("elsewhere.db");
+    std::fs::write(&elsewhere, b"").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.join("queue.db")).unwrap();
+    let host = Spool::builder("spool").dir(&dir).build();
+    assert!(host.try_track(Event::new("broken")).is_err());
+    // Repair it, and keep tracking every 300 ms, as a busy host would.
+    std::fs::remove_file(dir.join("queue.db")).unwrap();
+    let mut recorded = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(4) {
+        if matches!(
+            host.try_track(Event::new("tick")),
+            Ok(eventspool::Recorded::Queued(_))
+        ) {
+            recorded += 1;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        recorded >= 8,
+        "only {recorded} of ~13 events recorded after the repair"
+    );
+}
+
+#[test]
+fn recording_resumes_after_a_full_wal_while_the_host_keeps_tracking() {
+    let (_t, dir) = temp();
+    let limits = eventspool::Limits {
+        max_events: 1000,
+        max_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let host = Spool::builder("spool").dir(&dir).limits(limits).build();
+    host.track(Event::new("first"));
+    let mut reader = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+    let tx = reader.transaction().unwrap();
+    let _: i64 = tx
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    // Record until the pinned WAL is full and events are refused.
+    let big = "y ".repeat(1500);
+    let mut refused = false;
+    for _ in 0..20_000 {
+        if host
+            .try_track(Event::new("fill").property("pad", big.as_str()))
+            .is_err()
+        {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the WAL never filled");
+    tx.commit().unwrap();
+    drop(reader);
+    let mut recorded = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(4) {
+        if matches!(
+            host.try_track(Event::new("tick")),
+            Ok(eventspool::Recorded::Queued(_))
+        ) {
+            recorded += 1;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        recorded >= 8,
+        "only {recorded} of ~13 events recorded once the reader left"
+    );
+}
