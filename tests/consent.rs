@@ -1,6 +1,8 @@
 //! Every opt-out rule: recording is a no-op that leaves no file at all.
 
-use crate::util::{files_in, queued, spool, temp};
+use std::time::{Duration, Instant};
+
+use crate::util::{files_in, queued, spool, status, temp};
 
 const APP: &str = "my-tool";
 
@@ -131,4 +133,125 @@ fn debug_mode_prints_to_stderr_and_queues_nothing() {
         assert!(out.stdout.is_empty());
         assert!(!dir.join("queue.db").exists(), "{var}: queued");
     }
+}
+
+/// Runs `spool track` with a deadline; returns (exit code, stderr, how long it took).
+fn track_within(dir: &std::path::Path, limit: Duration) -> (Option<i32>, String, Duration) {
+    let t0 = Instant::now();
+    let mut child = spool(dir).args(["track", "e"]).spawn();
+    while t0.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return (status.code(), err, t0.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    panic!("spool track still running after {limit:?}");
+}
+
+#[test]
+fn a_settings_file_that_is_a_fifo_a_device_or_huge_never_blocks_or_slows_a_host() {
+    let (_t, dir) = temp();
+    std::fs::create_dir_all(&dir).unwrap();
+    let settings = dir.join("config.json");
+    let fifo = std::ffi::CString::new(settings.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let (code, err, took) = track_within(&dir, Duration::from_secs(5));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    eprintln!("FIFO config.json: spool track failed in {took:?}");
+
+    std::fs::remove_file(&settings).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &settings).unwrap();
+    let (code, err, _) = track_within(&dir, Duration::from_secs(5));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+
+    std::fs::remove_file(&settings).unwrap();
+    let big = std::fs::File::create(&settings).unwrap();
+    big.set_len(100 << 20).unwrap();
+    let (code, err, took) = track_within(&dir, Duration::from_secs(5));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("byte limit"), "{err}");
+    assert!(took < Duration::from_secs(2), "a 100 MB file took {took:?}");
+
+    // A library host: off, at once, and `status` says why.
+    let host = eventspool::Spool::builder("spool").dir(&dir).build();
+    let t0 = Instant::now();
+    for _ in 0..100 {
+        host.track(eventspool::Event::new("e"));
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let consent = host.consent();
+    assert!(!consent.enabled);
+    assert!(consent.reason.contains("byte limit"), "{}", consent.reason);
+    assert!(queued(&dir).is_empty());
+}
+
+#[test]
+fn status_names_the_real_reason_telemetry_is_off() {
+    // A --dir that is a file.
+    let (_t, dir) = temp();
+    std::fs::write(&dir, "not a directory").unwrap();
+    let line = spool(&dir).args(["status"]).fails();
+    assert!(line.contains("is not a directory"), "{line}");
+    let consent = eventspool::Spool::builder("spool").dir(&dir).build().consent();
+    assert!(!consent.enabled);
+    assert!(consent.reason.contains("is not a directory"), "{}", consent.reason);
+    let line = spool(&dir).args(["track", "e"]).fails();
+    assert!(line.contains("is not a directory"), "{line}");
+
+    // A malformed config.json.
+    let (_t, dir) = temp();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), "{\"telemetry\": tru").unwrap();
+    let s = status(&dir);
+    assert_eq!(s["rule"], "unreadable_settings");
+    let reason = s["reason"].as_str().unwrap();
+    assert!(reason.contains("config.json") && reason.contains("not valid"), "{reason}");
+    assert!(!reason.contains("spool disable"), "{reason}");
+
+    // The user's own choice names the file that holds it, not another tool's command.
+    let (_t, dir) = temp();
+    spool(&dir).args(["disable"]).ok();
+    let s = status(&dir);
+    assert_eq!(s["rule"], "persisted");
+    let reason = s["reason"].as_str().unwrap();
+    assert!(reason.contains("\"telemetry\": false"), "{reason}");
+    assert!(!reason.contains("spool disable"), "{reason}");
+}
+
+#[test]
+fn recording_never_decides_for_the_user_and_an_environment_choice_shows_in_status() {
+    let (_t, dir) = temp();
+    spool(&dir).args(["track", "e"]).ok();
+    let settings = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    assert!(!settings.contains("telemetry"), "{settings}");
+    let s = status(&dir);
+    assert_eq!((s["enabled"].as_bool(), s["rule"].as_str()), (Some(true), Some("default")));
+
+    let s: serde_json::Value = serde_json::from_str(
+        &spool(&dir)
+            .env("SPOOL_TELEMETRY", "false")
+            .args(["status", "--json"])
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!((s["enabled"].as_bool(), s["rule"].as_str()), (Some(false), Some("env")));
+    assert!(s["reason"].as_str().unwrap().contains("SPOOL_TELEMETRY=false"), "{s}");
+
+    // <APP>_TELEMETRY=true turns it on for that environment over a persisted "off".
+    spool(&dir).args(["disable"]).ok();
+    let s: serde_json::Value = serde_json::from_str(
+        &spool(&dir)
+            .env("SPOOL_TELEMETRY", "true")
+            .args(["status", "--json"])
+            .ok(),
+    )
+    .unwrap();
+    assert_eq!(s["enabled"], true);
+    assert!(s["reason"].as_str().unwrap().contains("persisted choice is off"), "{s}");
 }

@@ -13,6 +13,7 @@
 //!   recording resumes after a failure
 //! - `fuzz_corpus`: the saved fuzz inputs replayed through every parser
 //! - `model`: property test of the queue and flusher against an in-memory model
+//! - `whose_environment`: app names checked before any path; `SPOOL_*` never moves a host
 //! - `host_integration`: the example hosts end to end, mounted commands, the notice
 // Tests state what they expect with unwrap: a failure there is the test failing.
 #![allow(clippy::unwrap_used)]
@@ -29,3 +30,4 @@ mod model;
 mod purging;
 mod queue_storage;
 mod recording;
+mod whose_environment;

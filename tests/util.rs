@@ -30,6 +30,34 @@ pub fn spool(dir: &Path) -> Spool {
     Spool { cmd }
 }
 
+/// A `spool` command with no `--dir` and `HOME` set to `home`: its queue goes to the
+/// app's config directory under that home, as on a user's machine.
+pub fn spool_at_home(home: &Path) -> Spool {
+    let mut cmd = clean_command(Path::new(spool_bin()));
+    cmd.env("HOME", home);
+    Spool { cmd }
+}
+
+/// Every file and directory under `root`, relative to it, sorted (links not followed).
+pub fn tree(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap_or(&p).display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// A command with only PATH, HOME, USER and LANG from this environment.
 pub fn clean_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
@@ -106,30 +134,47 @@ impl Spool {
         String::from_utf8(out.stdout).expect("utf-8 stdout")
     }
 
+    /// [`Spool::fails`], also asserting the exit code.
+    #[track_caller]
+    pub fn fails_with(self, code: i32) -> String {
+        let out = self.run();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        one_line_failure(out)
+    }
+
     /// Runs, asserts a non-zero exit with exactly one line on stderr naming the
     /// problem (no panic, no backtrace); returns that line.
     #[track_caller]
     pub fn fails(self) -> String {
-        let out = self.run();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            !out.status.success(),
-            "expected failure, got success; stdout: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        assert_ne!(out.status.code(), None, "killed by a signal: {stderr}");
-        assert!(
-            !stderr.contains("panicked") && !stderr.contains("backtrace"),
-            "panic: {stderr}"
-        );
-        assert_eq!(
-            stderr.trim_end().lines().count(),
-            1,
-            "want one line, got: {stderr:?}"
-        );
-        assert!(stderr.starts_with("spool: error: "), "{stderr}");
-        stderr.trim_end().to_string()
+        one_line_failure(self.run())
     }
+}
+
+#[track_caller]
+fn one_line_failure(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_ne!(out.status.code(), None, "killed by a signal: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "panic: {stderr}"
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "want one line, got: {stderr:?}"
+    );
+    assert!(stderr.starts_with("spool: error: "), "{stderr}");
+    stderr.trim_end().to_string()
 }
 
 /// The queue as `spool list --json` sees it: one JSON object per event.

@@ -24,6 +24,7 @@ pub(super) fn run(spool: &Spool, args: StatusArgs, out: &mut dyn Write) -> anyho
         let v = json!({
             "app": s.app,
             "enabled": s.consent.enabled,
+            "rule": s.consent.rule,
             "reason": s.consent.reason,
             "debug": s.debug,
             "dir": s.dir,

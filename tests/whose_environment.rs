@@ -1,0 +1,129 @@
+//! Whose telemetry and whose environment: app names are checked before they touch a
+//! path, a library host honours only its own `<APP>_TELEMETRY_*` variables, and the
+//! `SPOOL_*` variables configure the `spool` command alone.
+
+use eventspool::{Event, Spool};
+
+use crate::util::{
+    TestServer, example_bin, queued, refused_url, run_clean, spool, spool_at_home, temp, tree,
+};
+
+const JOB: [&str; 7] = [
+    "run",
+    "--owner",
+    "acme",
+    "--project",
+    "web",
+    "--package-manager",
+    "cargo",
+];
+
+#[test]
+fn invalid_app_names_are_refused_and_write_nothing_anywhere() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("a/b/home");
+    std::fs::create_dir_all(&home).unwrap();
+    let absolute = t.path().join("abs/path");
+    let absolute = absolute.to_str().unwrap();
+    for bad in ["../../evil", "..", ".", "", "a/b", ".hidden", absolute] {
+        for cmd in [vec!["track", "e"], vec!["disable"], vec!["list"]] {
+            let line = spool_at_home(&home)
+                .args(["--app", bad])
+                .args(&cmd)
+                .fails_with(2);
+            assert!(line.contains("invalid app name"), "{bad:?}: {line}");
+        }
+        let line = spool_at_home(&home)
+            .env("SPOOL_APP", bad)
+            .args(["track", "e"])
+            .fails_with(2);
+        assert!(line.contains("invalid app name"), "{bad:?}: {line}");
+    }
+    // Nothing was created: not under the home, not beside it, not at the absolute path.
+    assert_eq!(tree(t.path()), ["a", "a/b", "a/b/home"]);
+
+    // A library host with a bad name records nothing, writes nothing, and says why.
+    let host = Spool::builder("../../evil").build();
+    assert_eq!(host.dir(), None);
+    let err = host.try_track(Event::new("e")).unwrap_err();
+    assert!(err.is_invalid_input(), "{err}");
+    assert!(err.to_string().contains("invalid app name"), "{err}");
+    host.track(Event::new("e"));
+    assert!(!host.consent().enabled);
+    assert!(host.status().is_err() && host.disable().is_err());
+}
+
+#[test]
+fn a_relative_home_never_puts_the_queue_under_the_working_directory() {
+    let (_t, cwd) = temp();
+    std::fs::create_dir_all(&cwd).unwrap();
+    let out = crate::util::clean_command(std::path::Path::new(crate::util::spool_bin()))
+        .env("HOME", "relative/home")
+        .env_remove("XDG_CONFIG_HOME")
+        .current_dir(&cwd)
+        .args(["track", "e"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no home directory"), "{stderr}");
+    assert_eq!(tree(&cwd), Vec::<String>::new());
+}
+
+#[test]
+fn spool_variables_never_move_or_redirect_a_library_host() {
+    let t = tempfile::tempdir().unwrap();
+    let home = t.path().join("home");
+    let spool_dir = t.path().join("spool-dir");
+    let server = TestServer::answering(200);
+    let refused = refused_url();
+    // SPOOL_DIR and SPOOL_ENDPOINT set in the shell: the host ignores both. (Its own
+    // endpoint variable points at a closed port, so nothing is delivered anywhere.)
+    let out = run_clean(
+        &example_bin("job_runner"),
+        &JOB,
+        &[
+            ("HOME", home.to_str().unwrap()),
+            ("SPOOL_DIR", spool_dir.to_str().unwrap()),
+            ("SPOOL_ENDPOINT", &server.url),
+            ("JOBRUNNER_TELEMETRY_ENDPOINT", &refused),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!spool_dir.exists(), "SPOOL_DIR moved the host's queue");
+    assert!(server.requests().is_empty(), "SPOOL_ENDPOINT redirected the host");
+    let own = home.join(".config/jobrunner");
+    assert_eq!(queued(&own).len(), 1, "queued in the app's own config directory");
+
+    // The host's own variable moves it.
+    let elsewhere = t.path().join("jobrunner-queue");
+    let out = run_clean(
+        &example_bin("job_runner"),
+        &JOB,
+        &[
+            ("HOME", home.to_str().unwrap()),
+            ("JOBRUNNER_TELEMETRY_DIR", elsewhere.to_str().unwrap()),
+            ("JOBRUNNER_TELEMETRY_ENDPOINT", &refused),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(queued(&elsewhere).len(), 1);
+    assert_eq!(queued(&own).len(), 1, "the default queue is untouched");
+
+    // `spool --app jobrunner` looks where the host does.
+    let listed = spool_at_home(&home)
+        .env("JOBRUNNER_TELEMETRY_DIR", &elsewhere)
+        .args(["--app", "jobrunner", "list", "--json"])
+        .ok();
+    assert_eq!(listed.lines().count(), 1);
+    // ... unless told otherwise with --dir.
+    assert_eq!(
+        spool(&own)
+            .env("JOBRUNNER_TELEMETRY_DIR", &elsewhere)
+            .args(["--app", "jobrunner", "list", "--json"])
+            .ok()
+            .lines()
+            .count(),
+        1
+    );
+}
