@@ -198,9 +198,16 @@ fn status_names_the_real_reason_telemetry_is_off() {
     std::fs::write(&dir, "not a directory").unwrap();
     let line = spool(&dir).args(["status"]).fails();
     assert!(line.contains("is not a directory"), "{line}");
-    let consent = eventspool::Spool::builder("spool").dir(&dir).build().consent();
+    let consent = eventspool::Spool::builder("spool")
+        .dir(&dir)
+        .build()
+        .consent();
     assert!(!consent.enabled);
-    assert!(consent.reason.contains("is not a directory"), "{}", consent.reason);
+    assert!(
+        consent.reason.contains("is not a directory"),
+        "{}",
+        consent.reason
+    );
     let line = spool(&dir).args(["track", "e"]).fails();
     assert!(line.contains("is not a directory"), "{line}");
 
@@ -211,7 +218,10 @@ fn status_names_the_real_reason_telemetry_is_off() {
     let s = status(&dir);
     assert_eq!(s["rule"], "unreadable_settings");
     let reason = s["reason"].as_str().unwrap();
-    assert!(reason.contains("config.json") && reason.contains("not valid"), "{reason}");
+    assert!(
+        reason.contains("config.json") && reason.contains("not valid"),
+        "{reason}"
+    );
     assert!(!reason.contains("spool disable"), "{reason}");
 
     // The user's own choice names the file that holds it, not another tool's command.
@@ -231,7 +241,10 @@ fn recording_never_decides_for_the_user_and_an_environment_choice_shows_in_statu
     let settings = std::fs::read_to_string(dir.join("config.json")).unwrap();
     assert!(!settings.contains("telemetry"), "{settings}");
     let s = status(&dir);
-    assert_eq!((s["enabled"].as_bool(), s["rule"].as_str()), (Some(true), Some("default")));
+    assert_eq!(
+        (s["enabled"].as_bool(), s["rule"].as_str()),
+        (Some(true), Some("default"))
+    );
 
     let s: serde_json::Value = serde_json::from_str(
         &spool(&dir)
@@ -240,8 +253,17 @@ fn recording_never_decides_for_the_user_and_an_environment_choice_shows_in_statu
             .ok(),
     )
     .unwrap();
-    assert_eq!((s["enabled"].as_bool(), s["rule"].as_str()), (Some(false), Some("env")));
-    assert!(s["reason"].as_str().unwrap().contains("SPOOL_TELEMETRY=false"), "{s}");
+    assert_eq!(
+        (s["enabled"].as_bool(), s["rule"].as_str()),
+        (Some(false), Some("env"))
+    );
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("SPOOL_TELEMETRY=false"),
+        "{s}"
+    );
 
     // <APP>_TELEMETRY=true turns it on for that environment over a persisted "off".
     spool(&dir).args(["disable"]).ok();
@@ -253,5 +275,11 @@ fn recording_never_decides_for_the_user_and_an_environment_choice_shows_in_statu
     )
     .unwrap();
     assert_eq!(s["enabled"], true);
-    assert!(s["reason"].as_str().unwrap().contains("persisted choice is off"), "{s}");
+    assert!(
+        s["reason"]
+            .as_str()
+            .unwrap()
+            .contains("persisted choice is off"),
+        "{s}"
+    );
 }

@@ -14,6 +14,7 @@
 //! - `fuzz_corpus`: the saved fuzz inputs replayed through every parser
 //! - `model`: property test of the queue and flusher against an in-memory model
 //! - `whose_environment`: app names checked before any path; `SPOOL_*` never moves a host
+//! - `input_and_messages`: one-line errors naming the real cause once, help, no noise
 //! - `host_integration`: the example hosts end to end, mounted commands, the notice
 // Tests state what they expect with unwrap: a failure there is the test failing.
 #![allow(clippy::unwrap_used)]
@@ -26,6 +27,7 @@ mod flushers;
 mod fuzz_corpus;
 mod guarantees;
 mod host_integration;
+mod input_and_messages;
 mod model;
 mod purging;
 mod queue_storage;

@@ -91,9 +91,16 @@ fn spool_variables_never_move_or_redirect_a_library_host() {
     );
     assert_eq!(out.status.code(), Some(0));
     assert!(!spool_dir.exists(), "SPOOL_DIR moved the host's queue");
-    assert!(server.requests().is_empty(), "SPOOL_ENDPOINT redirected the host");
+    assert!(
+        server.requests().is_empty(),
+        "SPOOL_ENDPOINT redirected the host"
+    );
     let own = home.join(".config/jobrunner");
-    assert_eq!(queued(&own).len(), 1, "queued in the app's own config directory");
+    assert_eq!(
+        queued(&own).len(),
+        1,
+        "queued in the app's own config directory"
+    );
 
     // The host's own variable moves it.
     let elsewhere = t.path().join("jobrunner-queue");
