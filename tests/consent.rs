@@ -148,6 +148,7 @@ fn track_within(dir: &std::path::Path, limit: Duration) -> (Option<i32>, String,
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().unwrap();
+    child.wait().unwrap();
     panic!("spool track still running after {limit:?}");
 }
 
