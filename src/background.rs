@@ -1,6 +1,9 @@
 //! Host integration: a background flusher with a bounded close, and a detached flush
 //! that hands the work to a child process so the host can exit at once.
 
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -15,7 +18,9 @@ use crate::queue::Queue;
 use crate::spool::Spool;
 use crate::time::now_ms;
 
-/// Environment variable that turns a re-executed host into a detached flusher.
+/// Environment variable naming the ticket that turns a re-executed host into a
+/// detached flusher (`<token>:<queue directory>`); without a matching ticket it does
+/// nothing.
 pub const DETACHED_ENV: &str = "EVENTSPOOL_DETACHED_FLUSH";
 
 /// Default hard lifetime of a detached flusher.
@@ -101,7 +106,13 @@ impl Spool {
 
     /// Hands the flush to a detached child process (this executable, re-run) so the
     /// host can exit at once. The child holds the lease, flushes for at most
-    /// `lifetime`, and is killed by the kernel if it ever overstays.
+    /// `lifetime`, and ends itself at `lifetime` whatever it is doing and whatever the
+    /// host did to signals. It inherits none of the host's handles: its standard
+    /// streams are null, so a pipe from the host closes when the host exits.
+    ///
+    /// The child is told who it is by a single-use ticket, a 0600 file in the queue
+    /// directory named in [`DETACHED_ENV`]: the variable alone does not make a process
+    /// a flusher.
     ///
     /// Returns the child's pid, or `None` when there was nothing to do: telemetry off,
     /// no endpoint, an empty queue, a server backoff in force, or another live flusher.
@@ -139,22 +150,48 @@ impl Spool {
         drop(queue);
         let spec = ChildSpec {
             app: self.app().to_string(),
-            dir: dir.to_string_lossy().into_owned(),
             endpoint,
-            lifetime_ms: lifetime.as_millis() as u64,
+            lifetime_ms: u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX),
         };
         let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
+        sweep_stale_tickets(dir);
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let ticket = ticket_path(dir, &token);
+        write_ticket(&ticket, &spec)?;
+        let mut value = std::ffi::OsString::from(&token);
+        value.push(":");
+        value.push(dir.as_os_str());
         let mut cmd = std::process::Command::new(&exe);
-        cmd.env(
-            DETACHED_ENV,
-            serde_json::to_string(&spec).unwrap_or_default(),
-        )
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        cmd.env(DETACHED_ENV, value)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd.spawn().map_err(|e| Error::io(exe, e))?;
+        #[cfg(target_os = "linux")]
+        // SAFETY: between fork and exec only a raw close_range syscall, which is
+        // async-signal-safe. It marks every descriptor above stderr close-on-exec, so
+        // none the host left inheritable (its own parent's pipes, a jobserver) reaches
+        // the child; std's exec-error pipe keeps working. Kernels before 5.11 refuse
+        // the flag, and then nothing changes.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::syscall(
+                    libc::SYS_close_range,
+                    3 as libc::c_uint,
+                    libc::c_uint::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
+                Ok(())
+            });
+        }
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = std::fs::remove_file(&ticket);
+                return Err(Error::io(exe, e));
+            }
+        };
         let pid = child.id();
         // Reap it if the host outlives it, so no zombie is left behind.
         let _ = std::thread::Builder::new()
@@ -164,17 +201,121 @@ impl Spool {
     }
 }
 
+/// What the detached child is to do, kept in its ticket.
 #[derive(Serialize, Deserialize)]
 struct ChildSpec {
     app: String,
-    dir: String,
     endpoint: String,
     lifetime_ms: u64,
 }
 
+/// Tickets start with this in the queue directory; the rest is the token.
+const TICKET_PREFIX: &str = "detached-flush-";
+
+/// A ticket nobody claimed this long (its child died before reading it) is removed.
+const STALE_TICKET: Duration = Duration::from_secs(3600);
+
+fn ticket_path(dir: &Path, token: &str) -> PathBuf {
+    dir.join(format!("{TICKET_PREFIX}{token}"))
+}
+
+fn write_ticket(path: &Path, spec: &ChildSpec) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    // create_new never follows a symbolic link or reuses a file someone else made.
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let text = serde_json::to_vec(spec).unwrap_or_default();
+    let written = opts.open(path).and_then(|mut f| f.write_all(&text));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(path);
+        Error::io(path, e)
+    })
+}
+
+/// Removes tickets left by children that died before claiming them. Best effort: a
+/// directory that cannot be read keeps them.
+fn sweep_stale_tickets(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TICKET);
+        if stale
+            && entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(TICKET_PREFIX)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Splits the variable's value, `<token>:<queue directory>`.
+fn parse_ticket_env(value: &OsStr) -> Option<(String, PathBuf)> {
+    #[cfg(unix)]
+    let (token, dir) = {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = value.as_bytes();
+        let at = bytes.iter().position(|&b| b == b':')?;
+        let token = std::str::from_utf8(&bytes[..at]).ok()?;
+        (token, PathBuf::from(OsStr::from_bytes(&bytes[at + 1..])))
+    };
+    #[cfg(not(unix))]
+    let (token, dir) = {
+        let (token, dir) = value.to_str()?.split_once(':')?;
+        (token, PathBuf::from(dir))
+    };
+    // Only a token this library makes can name a ticket: no path can hide in it.
+    let ours = token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit());
+    ours.then(|| (token.to_string(), dir))
+}
+
+/// Claims the ticket the variable names: reads it and removes it, so it serves one
+/// child once; returns the queue directory and the work. `None` unless this process is a child [`Spool::flush_detached`] started.
+fn claim_ticket(value: &OsStr) -> Option<(PathBuf, ChildSpec)> {
+    let (token, dir) = parse_ticket_env(value)?;
+    crate::queue::check_dir(&dir).ok()?;
+    let path = ticket_path(&dir, &token);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NOFOLLOW);
+    let mut file = opts.open(&path).ok()?;
+    let meta = file.metadata().ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions.
+        if meta.uid() != unsafe { libc::geteuid() } {
+            return None;
+        }
+    }
+    if !meta.is_file() || meta.len() > 64 * 1024 {
+        return None;
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    drop(file);
+    // Whoever removes the ticket is the child it was written for.
+    std::fs::remove_file(&path).ok()?;
+    serde_json::from_str(&text).ok().map(|spec| (dir, spec))
+}
+
 /// Call first thing in `main` of a host that uses [`Spool::flush_detached`]. In the
-/// host's own run it only records that the hook is there and returns. In the
-/// detached child it flushes and exits the process, never returning.
+/// host's own run it only records that the hook is there and returns. In a detached
+/// child started by [`Spool::flush_detached`] it flushes and exits the process, never
+/// returning.
+///
+/// A process is such a child only if [`DETACHED_ENV`] names a ticket the library
+/// wrote and no process has claimed yet. With the variable set to anything else (or
+/// inherited from somewhere else) the hook returns and the host runs normally.
 ///
 /// ```no_run
 /// // First line of the host's `main`:
@@ -183,17 +324,21 @@ struct ChildSpec {
 /// ```
 pub fn detached_flush_hook() {
     HOOK_INSTALLED.store(true, Ordering::Relaxed);
-    let Ok(text) = std::env::var(DETACHED_ENV) else {
+    let Some(value) = std::env::var_os(DETACHED_ENV) else {
         return;
     };
-    // Whatever happens, the child never runs the host's own main.
-    if let Ok(spec) = serde_json::from_str::<ChildSpec>(&text) {
-        let lifetime = Duration::from_millis(spec.lifetime_ms.clamp(100, 600_000));
-        arm_lifetime_limit(lifetime);
-        let spool = Spool::builder(spec.app).dir(spec.dir).build();
+    let Some((dir, spec)) = claim_ticket(&value) else {
+        return;
+    };
+    // From here on this process is the detached child: it never runs the host's main.
+    let lifetime = Duration::from_millis(spec.lifetime_ms.clamp(100, 600_000));
+    if arm_lifetime_limit(lifetime) {
+        // The flush stops a little before the hard end, so it can give the lease back.
+        let grace = (lifetime / 5).min(Duration::from_secs(1));
+        let spool = Spool::builder(spec.app).dir(dir).build();
         let opts = FlushOptions {
             endpoint: Some(spec.endpoint),
-            deadline: lifetime,
+            deadline: lifetime - grace,
             progress: None,
         };
         let _ = spool.flush_blocking(opts);
@@ -201,15 +346,66 @@ pub fn detached_flush_hook() {
     std::process::exit(0);
 }
 
-/// The kernel ends this process one second after `lifetime`, whatever it is doing:
-/// the flush's own deadline should end it first, this is the guarantee.
-fn arm_lifetime_limit(lifetime: Duration) {
+/// Ends this process `lifetime` from now, whatever it is doing: the flush's own
+/// deadline should end it first, this is the guarantee. A watchdog thread exits the
+/// process, so no signal disposition inherited from the host (an ignored SIGALRM)
+/// can stop it; on Unix an alarm a second later, with SIGALRM reset to its default, is
+/// a second line. Returns false if the watchdog could not start: then the child must
+/// not flush at all.
+fn arm_lifetime_limit(lifetime: Duration) -> bool {
+    let watchdog = std::thread::Builder::new()
+        .name("eventspool-lifetime".into())
+        .spawn(move || {
+            std::thread::sleep(lifetime);
+            end_now();
+        });
     #[cfg(unix)]
     {
-        let secs = u32::try_from(lifetime.as_secs() + 1).unwrap_or(u32::MAX);
-        // SAFETY: alarm has no preconditions; SIGALRM's default action terminates.
+        let secs = u32::try_from(lifetime.as_secs() + 2).unwrap_or(u32::MAX);
+        // SAFETY: signal(SIG_DFL) installs no handler; alarm has no preconditions. This
+        // process is the library's own child: the host's main never runs in it.
         unsafe {
+            libc::signal(libc::SIGALRM, libc::SIG_DFL);
             libc::alarm(secs);
+        }
+    }
+    watchdog.is_ok()
+}
+
+/// Exits at once: no destructors, no atexit handlers that could wait on a lock held by
+/// the flush thread. An abandoned flush is safe: the queue is crash-safe and a dead
+/// holder's lease is taken over at once.
+fn end_now() -> ! {
+    #[cfg(unix)]
+    // SAFETY: _exit has no preconditions.
+    unsafe {
+        libc::_exit(0)
+    }
+    #[cfg(not(unix))]
+    std::process::exit(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_token_the_library_makes_names_a_ticket() {
+        let token = "0123456789abcdef0123456789abcdef";
+        let ok = parse_ticket_env(OsStr::new(&format!("{token}:/q/dir:with:colons")));
+        assert_eq!(
+            ok,
+            Some((token.to_string(), PathBuf::from("/q/dir:with:colons")))
+        );
+        for bad in [
+            "1",
+            "",
+            ":/q",
+            "0123456789abcdef0123456789abcde:/q",
+            "../../../../etc/passwd_0123456789abcdef:/q",
+            r#"{"app":"x","dir":"/q","endpoint":"http://h/","lifetime_ms":1}"#,
+        ] {
+            assert_eq!(parse_ticket_env(OsStr::new(bad)), None, "{bad:?}");
         }
     }
 }

@@ -59,6 +59,7 @@ mod delivery;
 mod error;
 mod event;
 mod flusher;
+mod fsize;
 mod lease;
 mod limits;
 mod notice;

@@ -199,6 +199,7 @@ impl Queue {
     /// moment: those are retried within `busy`. `create` recreates a file that
     /// vanished meanwhile (recording opens); inspecting opens never create one.
     fn open_file(path: PathBuf, busy: Duration, create: bool) -> Result<Queue> {
+        crate::fsize::ignore_sigxfsz_under_a_file_size_limit();
         let deadline = std::time::Instant::now() + busy.max(Duration::from_millis(100));
         let mut recovered = None;
         loop {
@@ -900,6 +901,8 @@ fn lock_exclusive(_file: &File) {}
 /// Creates the queue directory (0700) if it does not exist, and refuses one that is a
 /// symbolic link or belongs to another user.
 pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
+    // Before the first write of any kind: settings, queue, directory.
+    crate::fsize::ignore_sigxfsz_under_a_file_size_limit();
     match fs::symlink_metadata(dir) {
         Ok(_) => check_dir(dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Reply, TestServer, assert_delivered_once, fill, queued, spool, temp};
+use crate::util::{Reply, TestServer, assert_delivered_once, exited, fill, queued, spool, temp};
 
 #[test]
 fn sigkill_mid_request_lets_the_next_flush_take_over_at_once() {
@@ -100,16 +100,6 @@ fn background_flusher_delivers_and_close_flushes_the_rest() {
     assert!(flusher.close(Duration::from_secs(5)));
     assert!(spool.list(10).unwrap().is_empty());
     assert_eq!(server.ids().len(), 1);
-}
-
-fn exited(pid: u32) -> bool {
-    // SAFETY: signal 0 only probes for existence.
-    let gone = unsafe { libc::kill(pid as i32, 0) } != 0;
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    });
-    gone || zombie
 }
 
 #[test]

@@ -618,6 +618,39 @@ fn a_full_disk_drops_and_counts_events_and_the_host_carries_on() {
     eprintln!("full disk: {failures} of 3000 events dropped and counted, 0 of 1000 earlier lost");
 }
 
+// Regression: under RLIMIT_FSIZE the first write past the limit killed the host with
+// SIGXFSZ before it printed its own output.
+#[test]
+fn a_write_past_the_file_size_limit_never_kills_the_host() {
+    // SIGXFSZ at its default action, as in any host: the write past the limit would
+    // kill the process (exit 153 in a shell) before it printed its own output.
+    let (_t, dir) = temp();
+    let server = crate::util::TestServer::answering(200);
+    let mut host = crate::util::clean_command(&crate::util::example_bin("job_runner"));
+    host.args(["run", "--owner", "acme", "--project", "web"])
+        .env("JOBRUNNER_TELEMETRY_DIR", &dir)
+        .env("JOBRUNNER_TELEMETRY_ENDPOINT", &server.url);
+    crate::util::limit_child(&mut host, Some(2048), None);
+    let out = host.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the host was killed: {:?}",
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("updated acme/web"), "{stdout:?}");
+
+    // The CLI says what failed, in one line, instead of dying.
+    let mut cli = crate::util::clean_command(std::path::Path::new(crate::util::spool_bin()));
+    cli.arg("--dir").arg(&dir).args(["track", "e"]);
+    crate::util::limit_child(&mut cli, Some(2048), None);
+    let out = cli.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{:?}: {stderr}", out.status);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
 #[test]
 fn a_read_only_directory_drops_and_counts_events() {
     use std::os::unix::fs::PermissionsExt;

@@ -7,6 +7,8 @@
 //! - `queue_storage`: caps, permissions, corrupt-file recovery, concurrent writers
 //! - `delivery`: batches, retries, `Retry-After`, drops, splitting, timeouts, expiry, endpoints
 //! - `flushers`: the lease under SIGKILL and concurrency, background and detached flushers
+//! - `detached`: the detached flusher against hosts that ignore signals, a stray
+//!   `EVENTSPOOL_DETACHED_FLUSH`, handles a host leaves inheritable
 //! - `guarantees`: SIGKILL mid-write, torn WAL, held locks, hostile input, concurrent
 //!   recovery, foreign files, clear under load
 //! - `purging`: `clear`/`disable` leave no byte behind and outlast racing writers;
@@ -23,6 +25,7 @@ mod util;
 
 mod consent;
 mod delivery;
+mod detached;
 mod flushers;
 mod fuzz_corpus;
 mod guarantees;

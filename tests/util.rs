@@ -544,6 +544,17 @@ pub fn status(dir: &Path) -> Value {
     serde_json::from_str(&spool(dir).args(["status", "--json"]).ok()).expect("status JSON")
 }
 
+/// Whether the process `pid` (not necessarily our child) is gone or a zombie.
+pub fn exited(pid: u32) -> bool {
+    // SAFETY: signal 0 only probes for existence.
+    let gone = unsafe { libc::kill(pid as i32, 0) } != 0;
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    });
+    gone || zombie
+}
+
 /// Set in a child started by [`child_writer`]: the queue directory it writes to.
 const CHILD_DIR: &str = "EVENTSPOOL_TEST_WRITER_DIR";
 
@@ -571,8 +582,9 @@ pub fn child_writer_fire(dir: &Path, n: usize, fsize: Option<u64>, uid: Option<u
     cmd.output().expect("child runs")
 }
 
-/// Sets a child's file size limit (SIGXFSZ ignored, so writes fail with EFBIG as a
-/// running host would see them) and its user.
+/// Sets a child's file size limit and its user. SIGXFSZ is set to its default action,
+/// as in a host that never thought about it: a write past the limit kills the child
+/// unless eventspool keeps it from doing so.
 pub fn limit_child(cmd: &mut Command, fsize: Option<u64>, uid: Option<u32>) {
     use std::os::unix::process::CommandExt;
     // SAFETY: only async-signal-safe calls (setrlimit, signal) between fork and exec.
@@ -586,7 +598,7 @@ pub fn limit_child(cmd: &mut Command, fsize: Option<u64>, uid: Option<u32>) {
                 if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
             }
             Ok(())
         });
