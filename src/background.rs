@@ -114,38 +114,54 @@ impl Spool {
     /// directory named in [`DETACHED_ENV`]: the variable alone does not make a process
     /// a flusher.
     ///
-    /// Returns the child's pid, or `None` when there was nothing to do: telemetry off,
-    /// no endpoint, an empty queue, a server backoff in force, or another live flusher.
+    /// Returns the child's pid ([`Detached::Spawned`]), or why nothing was started
+    /// ([`Detached::Skipped`]): telemetry off, no endpoint, an empty queue, a server
+    /// backoff in force, or another live flusher.
     /// Requires [`detached_flush_hook`] to be called at the top of `main`.
-    pub fn flush_detached(&self, lifetime: Duration) -> Result<Option<u32>> {
-        if !self.consent().enabled {
-            return Ok(None);
+    pub fn flush_detached(&self, lifetime: Duration) -> Result<Detached> {
+        self.flush_detached_to(None, lifetime)
+    }
+
+    /// [`Spool::flush_detached`] to `endpoint` instead of the configured one.
+    pub(crate) fn flush_detached_to(
+        &self,
+        endpoint: Option<String>,
+        lifetime: Duration,
+    ) -> Result<Detached> {
+        let consent = self.consent();
+        if !consent.enabled {
+            return Ok(Detached::Skipped(Skipped::Disabled(consent.reason)));
         }
         if !HOOK_INSTALLED.load(Ordering::Relaxed) {
             return Err(Kind::HookMissing.into());
         }
-        let Some(endpoint) = self.endpoint() else {
-            return Ok(None);
+        let Some(endpoint) = endpoint.or_else(|| self.endpoint()) else {
+            return Ok(Detached::Skipped(Skipped::NoEndpoint));
         };
         crate::delivery::check_endpoint(&endpoint)?;
         let Some(dir) = self.dir() else {
-            return Ok(None);
+            return Err(Kind::NoHomeDir.into());
         };
         // Cheap checks first, so a host run during an outage or with an empty queue
         // does not start a process each time.
         let Some(queue) = Queue::open_existing(dir, self.inner.lock_timeout)? else {
-            return Ok(None);
+            return Ok(Detached::Skipped(Skipped::Empty));
         };
         let stats = queue.stats()?;
         let now = now_ms();
-        if stats.events == 0 || stats.not_before.is_some_and(|t| t > now) {
-            return Ok(None);
+        if stats.events == 0 {
+            return Ok(Detached::Skipped(Skipped::Empty));
         }
-        if queue
+        if let Some(until) = stats.not_before.filter(|t| *t > now) {
+            return Ok(Detached::Skipped(Skipped::BackingOff { until }));
+        }
+        if let Some((holder, _)) = queue
             .lease_holder()?
-            .is_some_and(|(h, until)| until > now && crate::lease::alive(&h))
+            .filter(|(h, until)| *until > now && crate::lease::alive(h))
         {
-            return Ok(None);
+            return Ok(Detached::Skipped(Skipped::FlusherRunning {
+                pid: holder.pid,
+            }));
         }
         drop(queue);
         let spec = ChildSpec {
@@ -197,8 +213,55 @@ impl Spool {
         let _ = std::thread::Builder::new()
             .name("eventspool-reap".into())
             .spawn(move || child.wait());
-        Ok(Some(pid))
+        Ok(Detached::Spawned(pid))
     }
+}
+
+/// What [`Spool::flush_detached`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Detached {
+    /// A detached child is flushing; its pid.
+    Spawned(u32),
+    /// No child was started, and why.
+    Skipped(Skipped),
+}
+
+impl Detached {
+    /// The child's pid, if one was started.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Detached::Spawned(pid) => Some(*pid),
+            Detached::Skipped(_) => None,
+        }
+    }
+}
+
+/// Why [`Spool::flush_detached`] started no child.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Skipped {
+    /// Telemetry is off; the rule that decided.
+    #[error("telemetry is off ({0})")]
+    Disabled(String),
+    /// No endpoint is configured.
+    #[error("no endpoint is configured")]
+    NoEndpoint,
+    /// The queue is empty.
+    #[error("the queue is empty")]
+    Empty,
+    /// The endpoint asked for a pause or failed; no delivery before this time (unix ms).
+    #[error("the endpoint is backing off until {}", crate::time::rfc3339_ms(*until))]
+    BackingOff {
+        /// No delivery before this time, unix milliseconds.
+        until: i64,
+    },
+    /// Another live flusher holds the lease.
+    #[error("another flusher (pid {pid}) is already sending")]
+    FlusherRunning {
+        /// The lease holder's pid.
+        pid: u32,
+    },
 }
 
 /// What the detached child is to do, kept in its ticket.

@@ -72,7 +72,8 @@ mod time;
 
 pub use app::{MAX_APP_NAME_LEN, default_dir, validate_app_name};
 pub use background::{
-    BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, DETACHED_ENV, detached_flush_hook,
+    BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, DETACHED_ENV, Detached, Skipped,
+    detached_flush_hook,
 };
 pub use cli::{
     Cli, Command, Global, TelemetryCommand, main as cli_main, parse_property_arg, report,

@@ -168,3 +168,58 @@ fn an_opted_out_spool_track_is_silent_for_scripts() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "");
     }
 }
+
+#[test]
+fn flush_detach_says_why_it_started_nothing() {
+    let (_t, dir) = temp();
+    let detach = |env: &[(&str, &str)], endpoint: Option<&str>| {
+        let mut cmd = spool(&dir).args(["flush", "--detach"]);
+        if let Some(url) = endpoint {
+            cmd = cmd.args(["--endpoint", url]);
+        }
+        for (k, v) in env {
+            cmd = cmd.env(k, v);
+        }
+        cmd.ok()
+    };
+    spool(&dir).args(["track", "e"]).ok();
+    let out = detach(&[], None);
+    assert!(out.contains("no endpoint is configured"), "{out}");
+    let down = crate::util::TestServer::answering(503);
+    let out = detach(&[("SPOOL_TELEMETRY", "false")], Some(&down.url));
+    assert!(
+        out.contains("telemetry is off (SPOOL_TELEMETRY=false"),
+        "{out}"
+    );
+    // A failed round leaves a backoff behind.
+    let _ = spool(&dir).args(["flush", "--endpoint", &down.url]).run();
+    let out = detach(&[], Some(&down.url));
+    assert!(out.contains("backing off until"), "{out}");
+    // Another flusher holding the lease (paused just before its request).
+    let (_t2, busy) = temp();
+    spool(&busy).args(["track", "e"]).ok();
+    let up = crate::util::TestServer::answering(200);
+    let mut holder = spool(&busy)
+        .env("EVENTSPOOL_TEST_PAUSE", "before_request")
+        .args(["flush", "--endpoint", &up.url])
+        .spawn();
+    let t0 = Instant::now();
+    let out = loop {
+        let out = spool(&busy)
+            .args(["flush", "--detach", "--endpoint", &up.url])
+            .ok();
+        if out.contains("another flusher") || t0.elapsed() > Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(
+        out.contains(&format!("another flusher (pid {})", holder.id())),
+        "{out}"
+    );
+    spool(&dir).args(["clear"]).ok();
+    let out = detach(&[], Some(&up.url));
+    assert!(out.contains("the queue is empty"), "{out}");
+}

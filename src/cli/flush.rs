@@ -95,19 +95,13 @@ fn detach(
     lifetime: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let spool = match endpoint {
-        Some(url) => {
-            let mut b = Spool::builder(spool.app()).endpoint(url);
-            if let Some(d) = spool.dir() {
-                b = b.dir(d);
-            }
-            b.build()
+    match spool.flush_detached_to(endpoint, lifetime)? {
+        crate::Detached::Spawned(pid) => {
+            writeln!(out, "Flushing in the background (pid {pid}).")?;
         }
-        None => spool.clone(),
-    };
-    match spool.flush_detached(lifetime)? {
-        Some(pid) => writeln!(out, "Flushing in the background (pid {pid}).")?,
-        None => writeln!(out, "Nothing to flush in the background.")?,
+        crate::Detached::Skipped(why) => {
+            writeln!(out, "Not flushing in the background: {why}.")?;
+        }
     }
     Ok(())
 }
