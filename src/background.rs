@@ -89,7 +89,8 @@ impl Spool {
                     }
                     let deadline = *stop_rx.borrow();
                     if let Some(left) = deadline.map(|d| d.saturating_duration_since(Instant::now())).filter(|l| !l.is_zero()) {
-                        let _ = tokio::time::timeout(left, spool.flush(FlushOptions::with_deadline(left))).await;
+                        // A tenth is left for winding down, so `close` sees the end in time.
+                        let _ = tokio::time::timeout(left, spool.flush(FlushOptions::with_deadline(left.mul_f64(0.9)))).await;
                     }
                 });
             }
@@ -152,7 +153,7 @@ impl Spool {
         if stats.events == 0 {
             return Ok(Detached::Skipped(Skipped::Empty));
         }
-        if let Some(until) = stats.not_before.filter(|t| *t > now) {
+        if let Some(until) = crate::flusher::backoff_in_force(&queue, &self.limits(), now)? {
             return Ok(Detached::Skipped(Skipped::BackingOff { until }));
         }
         if let Some((holder, _)) = queue
@@ -403,6 +404,7 @@ pub fn detached_flush_hook() {
             endpoint: Some(spec.endpoint),
             deadline: lifetime - grace,
             progress: None,
+            ..FlushOptions::default()
         };
         let _ = spool.flush_blocking(opts);
     }

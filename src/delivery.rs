@@ -3,7 +3,9 @@
 //! are pure functions with the unit tests beside them.
 
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use reqwest::Url;
@@ -47,6 +49,227 @@ fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,
+    }
+}
+
+/// At most this many redirects are followed for one request.
+pub(crate) const MAX_REDIRECTS: usize = 3;
+
+/// The redirect rule from the design: only 307 and 308 are followed (they keep the
+/// method and the body), at most [`MAX_REDIRECTS`] hops, and only to a target that
+/// passes [`check_endpoint`]. A 301/302/303 would turn the POST into a GET without
+/// its body, whose 2xx proves nothing was delivered: it is not followed, and the 3xx
+/// itself comes back (a retryable failure in [`classify`]).
+pub(crate) fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let status = attempt.status().as_u16();
+        if !matches!(status, 307 | 308) {
+            return attempt.stop();
+        }
+        if attempt.previous().len() > MAX_REDIRECTS {
+            let why = format!("more than {MAX_REDIRECTS} redirects");
+            return attempt.error(RedirectRefused(why));
+        }
+        match check_endpoint(attempt.url().as_str()) {
+            Ok(_) => attempt.follow(),
+            Err(e) => {
+                let why = format!("HTTP {status} to a refused target: {e}");
+                attempt.error(RedirectRefused(why))
+            }
+        }
+    })
+}
+
+/// Why a redirect was not followed; found again in the error chain for the report.
+#[derive(Debug)]
+struct RedirectRefused(String);
+
+impl std::fmt::Display for RedirectRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "redirect not followed: {}", self.0)
+    }
+}
+
+impl std::error::Error for RedirectRefused {}
+
+/// A lookup that failed, found again in the error chain for the report.
+#[derive(Debug)]
+struct DnsFailed(String);
+
+impl std::fmt::Display for DnsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DNS: {}", self.0)
+    }
+}
+
+impl std::error::Error for DnsFailed {}
+
+/// Most lookups left running at once; past it a lookup fails at once instead of
+/// starting yet another thread behind a resolver that does not answer.
+const MAX_PENDING_LOOKUPS: usize = 4;
+
+static PENDING_LOOKUPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Resolves names with the system resolver (`getaddrinfo`, so `/etc/hosts`, NSS and
+/// `resolv.conf` apply as for any program) on a detached thread of its own.
+///
+/// reqwest's default resolver runs `getaddrinfo` on the runtime's blocking pool, and
+/// dropping a runtime waits for that pool: with a resolver that never answers, a
+/// flush whose deadline had passed still held `flush_blocking`, a background
+/// `close` and a detached child for the resolver's full timeout (10 s and more). A
+/// lookup here is only awaited through a channel, so a deadline drops it at once and
+/// no runtime ever waits for it; the thread ends when `getaddrinfo` gives up.
+#[derive(Debug, Default)]
+pub(crate) struct DetachedResolver {
+    /// Lookups of this resolver still running: a connect timeout while one is
+    /// running was the resolver's silence, and is reported as DNS.
+    pending: Arc<AtomicUsize>,
+}
+
+impl reqwest::dns::Resolve for DetachedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        let mine = self.pending.clone();
+        Box::pin(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if PENDING_LOOKUPS.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_LOOKUPS {
+                PENDING_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+                let why = format!("{host}: earlier lookups have not come back yet");
+                return Err(Box::new(DnsFailed(why)) as _);
+            }
+            let lookup = host.clone();
+            mine.fetch_add(1, Ordering::SeqCst);
+            let done = mine.clone();
+            let spawned = std::thread::Builder::new()
+                .name("eventspool-dns".into())
+                .spawn(move || {
+                    let found = (lookup.as_str(), 0)
+                        .to_socket_addrs()
+                        .map(|addrs| addrs.collect::<Vec<SocketAddr>>());
+                    PENDING_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+                    done.fetch_sub(1, Ordering::SeqCst);
+                    let _ = tx.send(found);
+                });
+            if let Err(e) = spawned {
+                PENDING_LOOKUPS.fetch_sub(1, Ordering::SeqCst);
+                mine.fetch_sub(1, Ordering::SeqCst);
+                return Err(Box::new(DnsFailed(format!("{host}: {e}"))) as _);
+            }
+            match rx.await {
+                Ok(Ok(addrs)) => Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs),
+                Ok(Err(e)) => Err(Box::new(DnsFailed(format!("{host}: {e}"))) as _),
+                Err(_) => Err(Box::new(DnsFailed(format!("{host}: lookup lost"))) as _),
+            }
+        })
+    }
+}
+
+/// The HTTP client of a flush (bounded timeouts, the redirect rule, the detached
+/// resolver) and what it needs to explain its failures.
+pub(crate) struct Transport {
+    /// The client.
+    pub client: reqwest::Client,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    lookups: Arc<AtomicUsize>,
+}
+
+impl Transport {
+    /// A transport with these timeouts and user agent.
+    pub fn new(
+        connect_timeout: Duration,
+        request_timeout: Duration,
+        user_agent: String,
+    ) -> reqwest::Result<Transport> {
+        let resolver = Arc::new(DetachedResolver::default());
+        let lookups = resolver.pending.clone();
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(request_timeout)
+            .redirect(redirect_policy())
+            .dns_resolver(resolver)
+            .user_agent(user_agent)
+            .build()?;
+        Ok(Transport {
+            client,
+            connect_timeout,
+            request_timeout,
+            lookups,
+        })
+    }
+
+    /// Says in a few words why a request failed without an HTTP status.
+    pub fn describe(&self, e: &reqwest::Error) -> String {
+        let dns_pending = self.lookups.load(Ordering::SeqCst) > 0;
+        describe_error(e, self.connect_timeout, self.request_timeout, dns_pending)
+    }
+}
+
+/// Says in a few words why a request failed without an HTTP status, for the flush
+/// report: `DNS: …`, `connection refused`, `timed out after 10s`, a refused redirect.
+/// `dns_pending`: a lookup was still running when it failed.
+fn describe_error(
+    e: &reqwest::Error,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    dns_pending: bool,
+) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut innermost = e.to_string();
+    while let Some(err) = source {
+        if let Some(d) = err.downcast_ref::<DnsFailed>() {
+            return d.to_string();
+        }
+        if let Some(r) = err.downcast_ref::<RedirectRefused>() {
+            return r.to_string();
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            match io.kind() {
+                K::ConnectionRefused => return "connection refused".into(),
+                K::ConnectionReset => return "connection reset".into(),
+                K::ConnectionAborted => return "connection aborted".into(),
+                _ => {}
+            }
+        }
+        innermost = err.to_string();
+        source = err.source();
+    }
+    let took = |d: Duration| humantime::format_duration(d).to_string();
+    if e.is_timeout() && dns_pending {
+        let limit = if e.is_connect() {
+            connect_timeout
+        } else {
+            request_timeout
+        };
+        format!("DNS: no answer within {}", took(limit))
+    } else if e.is_timeout() && e.is_connect() {
+        format!("connect timed out after {}", took(connect_timeout))
+    } else if e.is_timeout() {
+        format!("timed out after {}", took(request_timeout))
+    } else if e.is_connect() {
+        format!("connection failed: {innermost}")
+    } else {
+        format!("request failed: {innermost}")
+    }
+}
+
+/// Says in a few words what an HTTP answer meant: `HTTP 503`, `HTTP 429
+/// (Retry-After 30s)`, `HTTP 302: redirect not followed (only 307/308 are)`, or for a
+/// rejection `HTTP 400: 3 events rejected`. `events` is the size of the batch.
+pub(crate) fn describe_status(status: u16, outcome: Outcome, events: usize) -> String {
+    let plural = |n: usize| if n == 1 { "event" } else { "events" };
+    match outcome {
+        Outcome::Retry(Some(after)) => format!(
+            "HTTP {status} (Retry-After {})",
+            humantime::format_duration(Duration::from_secs(after.as_secs()))
+        ),
+        Outcome::Retry(None) if (300..400).contains(&status) => {
+            format!("HTTP {status}: redirect not followed (only 307/308 are)")
+        }
+        Outcome::Rejected => format!("HTTP {status}: {events} {} rejected", plural(events)),
+        Outcome::TooLarge if events == 1 => format!("HTTP {status}: 1 event too large"),
+        _ => format!("HTTP {status}"),
     }
 }
 
@@ -181,6 +404,30 @@ mod tests {
         assert_eq!(classify(503, Some("x"), now), Outcome::Retry(None));
         assert_eq!(classify(500, None, now), Outcome::Retry(None));
         assert_eq!(classify(302, None, now), Outcome::Retry(None));
+        for code in [301, 303, 307, 308] {
+            assert_eq!(classify(code, None, now), Outcome::Retry(None), "{code}");
+        }
+    }
+
+    #[test]
+    fn status_reasons_name_the_status() {
+        assert_eq!(describe_status(503, Outcome::Retry(None), 5), "HTTP 503");
+        assert_eq!(
+            describe_status(429, Outcome::Retry(Some(Duration::from_secs(30))), 5),
+            "HTTP 429 (Retry-After 30s)"
+        );
+        assert_eq!(
+            describe_status(400, Outcome::Rejected, 3),
+            "HTTP 400: 3 events rejected"
+        );
+        assert_eq!(
+            describe_status(404, Outcome::Rejected, 1),
+            "HTTP 404: 1 event rejected"
+        );
+        assert_eq!(
+            describe_status(303, Outcome::Retry(None), 1),
+            "HTTP 303: redirect not followed (only 307/308 are)"
+        );
     }
 
     #[test]

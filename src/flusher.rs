@@ -3,22 +3,32 @@
 //! while a request is in flight.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::consent::{Consent, Persisted};
 use crate::delivery::{self, MAX_RESPONSE_BYTES, Outcome};
 use crate::error::{Error, Kind, Result};
 use crate::lease;
 use crate::limits::Limits;
 use crate::queue::{Pending, Queue};
+use crate::settings::Settings;
 use crate::spool::Spool;
 use crate::time::{now_ms, rfc3339_ms};
 
 /// How long a flush waits for the queue's write lock on each statement.
 const FLUSH_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// No stored backoff is honoured further ahead than this, whatever the caps say.
+const MAX_BACKOFF_AHEAD: Duration = Duration::from_secs(24 * 3600);
+
+/// State keys beside `not_before`: the cap that applied to it, and why it was set.
+const NOT_BEFORE_CAP: &str = "not_before_cap";
+const NOT_BEFORE_WHY: &str = "not_before_why";
 
 /// Called with (events handled so far, events queued when the flush started).
 pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
@@ -32,6 +42,9 @@ pub struct FlushOptions {
     pub deadline: Duration,
     /// Told about progress after each request.
     pub progress: Option<Progress>,
+    /// Send now even while a stored backoff says to wait (`spool flush --force`). The
+    /// lease is still taken: a forced flush never runs beside another flusher.
+    pub force: bool,
 }
 
 impl Default for FlushOptions {
@@ -40,6 +53,7 @@ impl Default for FlushOptions {
             endpoint: None,
             deadline: Duration::from_secs(60),
             progress: None,
+            force: false,
         }
     }
 }
@@ -94,6 +108,11 @@ pub struct FlushReport {
     pub requests: u64,
     /// Why the flush ended.
     pub end: FlushEnd,
+    /// What the endpoint answered or what went wrong, in a few words, when the round
+    /// stopped early or dropped a batch: `HTTP 503`, `HTTP 429 (Retry-After 30s)`,
+    /// `connection refused`, `timed out after 10s`, `DNS: …`, `HTTP 400: 3 events
+    /// rejected`. `None` when nothing went wrong.
+    pub reason: Option<String>,
 }
 
 impl FlushReport {
@@ -105,6 +124,7 @@ impl FlushReport {
             remaining: 0,
             requests: 0,
             end,
+            reason: None,
         }
     }
 
@@ -125,7 +145,10 @@ impl Spool {
     /// off this returns at once without a connection or DNS lookup. An endpoint that
     /// is missing or not allowed is an error before any connection.
     pub async fn flush(&self, opts: FlushOptions) -> Result<FlushReport> {
-        let consent = self.consent();
+        let consent = match self.dir() {
+            Some(dir) => consent_now(self.app(), dir),
+            None => self.consent(),
+        };
         if !consent.enabled {
             return Ok(FlushReport::new(FlushEnd::Disabled {
                 reason: consent.reason,
@@ -135,8 +158,11 @@ impl Spool {
             Some(u) => delivery::check_endpoint(&u)?,
             None => return Err(Kind::NoEndpoint.into()),
         };
-        let dir = self.dir().ok_or_else(|| Error::from(Kind::NoHomeDir))?;
-        let Some(mut queue) = Queue::open_existing(dir, FLUSH_LOCK_TIMEOUT)? else {
+        let dir = self
+            .dir()
+            .ok_or_else(|| Error::from(Kind::NoHomeDir))?
+            .to_path_buf();
+        let Some(mut queue) = Queue::open_existing(&dir, FLUSH_LOCK_TIMEOUT)? else {
             return Ok(FlushReport::new(FlushEnd::Drained));
         };
         let limits = self.limits();
@@ -157,6 +183,10 @@ impl Spool {
             token: me.token,
             report: FlushReport::new(FlushEnd::Drained),
             total: 0,
+            app: self.app().to_string(),
+            dir,
+            force: opts.force,
+            deadline_len: opts.deadline,
         };
         // The lease is given back when `run` drops, also if this future is abandoned.
         run.go(deadline, hold, opts.progress.as_ref(), &self.inner.app)
@@ -185,12 +215,62 @@ impl Spool {
                     .enable_all()
                     .build()
                     .map_err(|e| Error::from(Kind::Runtime(e.to_string())))?;
-                rt.block_on(spool.flush(opts))
+                let report = rt.block_on(spool.flush(opts));
+                // Dropping a runtime waits for its blocking threads; nothing of a
+                // finished flush may keep the caller past its deadline.
+                rt.shutdown_background();
+                report
             })
             .join()
             .unwrap_or_else(|_| Err(Kind::Runtime("the flush thread panicked".into()).into()))
         })
     }
+}
+
+/// Consent decided from a fresh read of `config.json` and the environment, not from
+/// the spool's cached settings (up to 250 ms old): the flusher asks before every
+/// request, so that once `spool disable` has returned no request starts. An
+/// unreadable file counts as "off", as everywhere else.
+fn consent_now(app: &str, dir: &Path) -> Consent {
+    let persisted = match Settings::load(dir) {
+        Ok(settings) => settings
+            .and_then(|s| s.telemetry)
+            .map_or(Persisted::Undecided, Persisted::Chosen),
+        Err(e) => Persisted::Unreadable(e.to_string()),
+    };
+    Consent::from_env_with(app, &persisted)
+}
+
+/// How far ahead of now a stored backoff may lie: the cap stored with it, or for a
+/// backoff stored without one, the larger cap; never more than 24 hours.
+fn stored_backoff_cap(queue: &Queue, limits: &Limits) -> Result<i64> {
+    let fallback = limits.max_backoff.max(limits.retry_after_cap);
+    let stored = queue
+        .get_state(NOT_BEFORE_CAP)?
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
+    let cap = stored.unwrap_or(fallback).min(MAX_BACKOFF_AHEAD);
+    Ok(cap.as_millis() as i64)
+}
+
+/// The stored backoff if it is in force at `now`, for deciding without writing
+/// whether a flush is due. A time further ahead than its cap was set under a wrong
+/// clock: it is not in force, and the flush it lets run pulls it back for good.
+pub(crate) fn backoff_in_force(queue: &Queue, limits: &Limits, now: i64) -> Result<Option<i64>> {
+    let cap = stored_backoff_cap(queue, limits)?;
+    let until = queue
+        .get_state("not_before")?
+        .and_then(|v| v.parse::<i64>().ok());
+    Ok(until.filter(|&t| t > now && t <= now.saturating_add(cap)))
+}
+
+/// What became of one request.
+enum Sent {
+    /// The endpoint answered, or failed to: what it means, and in words unless it
+    /// was delivered.
+    Answer(Outcome, Option<String>),
+    /// The flush's own deadline came first: not the endpoint's failure.
+    Cut,
 }
 
 struct Round {
@@ -200,6 +280,10 @@ struct Round {
     token: String,
     report: FlushReport,
     total: u64,
+    app: String,
+    dir: PathBuf,
+    force: bool,
+    deadline_len: Duration,
 }
 
 impl Drop for Round {
@@ -218,12 +302,25 @@ impl Round {
     ) -> Result<()> {
         let now = now_ms();
         let max_age = self.limits.max_age.as_millis() as i64;
+        // Times written under a wrong clock are pulled back before anything reads them.
+        let max_gap = max_age.max(24 * 3600 * 1000);
+        let clamped = self
+            .queue
+            .clamp_times(now, self.stored_backoff_cap()?, max_gap)?;
+        if clamped != Default::default() {
+            log::debug!("eventspool: corrected times from a wrong clock: {clamped:?}");
+        }
         if let Some(until) = self
             .queue
             .get_state("not_before")?
             .and_then(|v| v.parse::<i64>().ok())
         {
-            if until > now {
+            if until > now && !self.force {
+                let why = self.queue.get_state(NOT_BEFORE_WHY)?;
+                self.report.reason = Some(match why {
+                    Some(why) => format!("backing off after {why}"),
+                    None => "backing off after an earlier failure".into(),
+                });
                 self.report.end = FlushEnd::BackingOff {
                     until: rfc3339_ms(until),
                 };
@@ -241,6 +338,10 @@ impl Round {
         loop {
             if Instant::now() >= deadline {
                 self.report.end = FlushEnd::Deadline;
+                self.report.reason = Some(format!(
+                    "reached the {} deadline with events still due",
+                    humantime::format_duration(self.deadline_len)
+                ));
                 return Ok(());
             }
             let now = now_ms();
@@ -250,7 +351,9 @@ impl Round {
                     return Err(Kind::LostLease.into());
                 }
             }
-            let batch = self.queue.due(now_ms(), batch_size)?;
+            // A forced flush sends what is queued whatever its stored backoff says.
+            let due_at = if self.force { i64::MAX } else { now_ms() };
+            let batch = self.queue.due(due_at, batch_size)?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -270,9 +373,31 @@ impl Round {
             // A 413 splits a batch in halves, sent in order; a stack keeps that order.
             let mut stack = vec![batch];
             while let Some(chunk) = stack.pop() {
+                // Asked afresh before every request: `spool disable` in another
+                // process stops the round before its next request.
+                let consent = consent_now(&self.app, &self.dir);
+                if !consent.enabled {
+                    self.report.end = FlushEnd::Disabled {
+                        reason: consent.reason,
+                    };
+                    return Ok(());
+                }
                 pause_point("before_request");
-                let outcome = self.send(&client, &chunk, bare, deadline).await;
+                let sent = self.send(&client, &chunk, bare, deadline).await;
                 self.report.requests += 1;
+                let (outcome, why) = match sent {
+                    Sent::Answer(outcome, why) => (outcome, why),
+                    Sent::Cut => {
+                        // Our deadline, not the endpoint's failure: no attempt counted,
+                        // no backoff, nothing dropped.
+                        self.report.end = FlushEnd::Deadline;
+                        self.report.reason = Some(format!(
+                            "the {} deadline cut a request short (not counted as a failed attempt)",
+                            humantime::format_duration(self.deadline_len)
+                        ));
+                        return Ok(());
+                    }
+                };
                 if outcome == Outcome::Delivered {
                     pause_point("after_response");
                 }
@@ -281,10 +406,12 @@ impl Round {
                     Outcome::Rejected => {
                         let n = self.queue.remove(&chunk, "dropped_rejected")?;
                         self.report.drop_n("rejected", n);
+                        self.report.reason = why;
                     }
                     Outcome::TooLarge if chunk.len() == 1 => {
                         let n = self.queue.remove(&chunk, "dropped_too_large")?;
                         self.report.drop_n("too_large", n);
+                        self.report.reason = why;
                     }
                     Outcome::TooLarge => {
                         let mut first = chunk;
@@ -293,7 +420,8 @@ impl Round {
                         stack.push(first);
                     }
                     Outcome::Retry(after) => {
-                        self.back_off(&chunk, after)?;
+                        let why = why.unwrap_or_else(|| "a retryable failure".into());
+                        self.back_off(&chunk, after, &why)?;
                         return Ok(());
                     }
                 }
@@ -306,16 +434,24 @@ impl Round {
 
     /// Records the failure on the batch and pauses the whole queue: a failing
     /// endpoint is not hammered, by this process or the next one.
-    fn back_off(&mut self, chunk: &[Pending], after: Option<Duration>) -> Result<()> {
+    fn back_off(&mut self, chunk: &[Pending], after: Option<Duration>, why: &str) -> Result<()> {
         let attempts = chunk.iter().map(|p| p.attempts).max().unwrap_or(0) + 1;
+        // The cap that applies is stored with the backoff: a later read pulls a time
+        // set under a fast clock back to it (see `Queue::clamp_times`).
+        let cap = match after {
+            Some(_) => self.limits.retry_after_cap,
+            None => self.limits.max_backoff,
+        }
+        .min(MAX_BACKOFF_AHEAD);
         let delay = match after {
-            Some(d) => d.min(self.limits.retry_after_cap),
+            Some(d) => d.min(cap),
             None => delivery::backoff(
                 attempts,
                 self.limits.first_backoff,
                 self.limits.max_backoff,
                 0.5 + fastrand::f64() / 2.0,
-            ),
+            )
+            .min(cap),
         };
         let until = now_ms().saturating_add(delay.as_millis().min(i64::MAX as u128) as i64);
         // Events whose last allowed attempt this was are dropped now, not kept to wait.
@@ -327,11 +463,19 @@ impl Round {
         self.queue.defer(chunk, until)?;
         self.queue
             .set_state("not_before", Some(&until.to_string()))?;
+        self.queue
+            .set_state(NOT_BEFORE_CAP, Some(&cap.as_millis().to_string()))?;
+        self.queue.set_state(NOT_BEFORE_WHY, Some(why))?;
+        self.report.reason = Some(why.to_string());
         self.report.retried += chunk.len() as u64;
         self.report.end = FlushEnd::BackingOff {
             until: rfc3339_ms(until),
         };
         Ok(())
+    }
+
+    fn stored_backoff_cap(&self) -> Result<i64> {
+        stored_backoff_cap(&self.queue, &self.limits)
     }
 
     fn drop_expired(&mut self, events: &[Pending], reason: &str) -> Result<()> {
@@ -344,14 +488,15 @@ impl Round {
 
     async fn send(
         &self,
-        client: &reqwest::Client,
+        transport: &delivery::Transport,
         chunk: &[Pending],
         bare: bool,
         deadline: Instant,
-    ) -> Outcome {
+    ) -> Sent {
         let payloads: Vec<&str> = chunk.iter().map(|p| p.payload.as_str()).collect();
         let body = delivery::body(&payloads, bare, &rfc3339_ms(now_ms()));
-        let mut req = client
+        let mut req = transport
+            .client
             .post(self.url.clone())
             .header("content-type", "application/json");
         let bytes = if body.len() >= delivery::GZIP_THRESHOLD {
@@ -365,6 +510,7 @@ impl Round {
         } else {
             body.into_bytes()
         };
+        let events = chunk.len();
         let exchange = async {
             let resp = req.body(bytes).send().await?;
             let status = resp.status().as_u16();
@@ -376,24 +522,26 @@ impl Round {
             if (200..300).contains(&status) {
                 drain(resp).await;
             }
-            Ok::<_, reqwest::Error>(delivery::classify(
-                status,
-                retry_after.as_deref(),
-                SystemTime::now(),
-            ))
+            let outcome = delivery::classify(status, retry_after.as_deref(), SystemTime::now());
+            let why = (outcome != Outcome::Delivered)
+                .then(|| delivery::describe_status(status, outcome, events));
+            Ok::<_, reqwest::Error>(Sent::Answer(outcome, why))
         };
+        // The endpoint's own slowness is bounded by the request timeout inside the
+        // client (a failed attempt); this outer bound is the flush's deadline (not one).
         match tokio::time::timeout_at(
             deadline.max(Instant::now() + Duration::from_millis(1)),
             exchange,
         )
         .await
         {
-            Ok(Ok(outcome)) => outcome,
+            Ok(Ok(sent)) => sent,
             Ok(Err(e)) => {
                 log::debug!("eventspool: delivery failed: {e}");
-                Outcome::Retry(None)
+                let why = transport.describe(&e);
+                Sent::Answer(Outcome::Retry(None), Some(why))
             }
-            Err(_) => Outcome::Retry(None),
+            Err(_) => Sent::Cut,
         }
     }
 }
@@ -423,23 +571,11 @@ async fn drain(mut resp: reqwest::Response) {
     }
 }
 
-fn client(limits: &Limits, app: &str) -> Result<reqwest::Client> {
-    let policy = reqwest::redirect::Policy::custom(|attempt| {
-        let same_scheme = attempt
-            .previous()
-            .first()
-            .is_none_or(|first| first.scheme() == attempt.url().scheme());
-        if !same_scheme || attempt.previous().len() >= 5 {
-            attempt.stop()
-        } else {
-            attempt.follow()
-        }
-    });
-    reqwest::Client::builder()
-        .connect_timeout(limits.connect_timeout)
-        .timeout(limits.request_timeout)
-        .redirect(policy)
-        .user_agent(format!("eventspool/{} ({app})", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Kind::Runtime(e.to_string()).into())
+fn client(limits: &Limits, app: &str) -> Result<delivery::Transport> {
+    delivery::Transport::new(
+        limits.connect_timeout,
+        limits.request_timeout,
+        format!("eventspool/{} ({app})", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(|e| Kind::Runtime(e.to_string()).into())
 }

@@ -100,6 +100,17 @@ pub(crate) struct Pending {
     pub attempts: u32,
 }
 
+/// What [`Queue::clamp_times`] corrected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Clamped {
+    /// Backoff times pulled back to the cap.
+    pub backoffs: u64,
+    /// Events stamped in the future, re-stamped now.
+    pub future_stamps: u64,
+    /// The forward jump of the clock not counted as ageing, ms (0: none).
+    pub gap_ms: i64,
+}
+
 /// Who holds the flush lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Holder {
@@ -481,7 +492,8 @@ impl Queue {
         r.map(|_| ()).map_err(|e| self.err(e))
     }
 
-    /// Up to `limit` events whose backoff has passed at `now`, oldest first.
+    /// Up to `limit` events whose backoff has passed at `now` (every event when
+    /// `now` is `i64::MAX`: a forced flush), oldest first.
     pub fn due(&self, now: i64, limit: usize) -> Result<Vec<Pending>> {
         let run = || -> rusqlite::Result<Vec<Pending>> {
             let mut st = self.conn.prepare_cached(
@@ -499,6 +511,76 @@ impl Queue {
             rows.collect()
         };
         run().map_err(|e| self.err(e))
+    }
+
+    /// Pulls the times read back from the queue into what the clock `now` can
+    /// vouch for, and writes the result back so the correction holds for every later
+    /// reader (a correction only on read would move with the clock and never end):
+    ///
+    /// - a backoff (the queue's `not_before` and each event's next attempt) lies at
+    ///   most `max_ahead` ms ahead of now (the cap that applied when it was set);
+    /// - an event stamped in the future is re-stamped now, so it ages from now;
+    /// - if the clock moved forward by more than `max_gap` ms since the last round
+    ///   (`clock_seen`), the events already queued then age as if that gap had not
+    ///   passed: a clock wrong once (or a pause longer than the max age) must not
+    ///   wipe the queue as too old.
+    ///
+    /// Runs once per flush round, in one short transaction.
+    pub fn clamp_times(&mut self, now: i64, max_ahead: i64, max_gap: i64) -> Result<Clamped> {
+        let path = self.path.clone();
+        let horizon = now.saturating_add(max_ahead.max(0));
+        // Looked for without the write lock first: almost always nothing is wrong,
+        // and recording hosts must not wait behind a flusher's scan of the queue.
+        let look = |conn: &Connection| -> rusqlite::Result<(bool, Option<i64>)> {
+            let wrong: bool = conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM events WHERE next_attempt_at > ?1 OR created_at > ?2)
+                     OR EXISTS (SELECT 1 FROM state WHERE key = 'not_before' AND CAST(value AS INTEGER) > ?1)",
+                )?
+                .query_row(params![horizon, now], |r| r.get(0))?;
+            let seen: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT CAST(value AS INTEGER) FROM state WHERE key = 'clock_seen'",
+                )?
+                .query_row([], |r| r.get(0))
+                .optional()?;
+            Ok((wrong, seen))
+        };
+        let (wrong, seen) = look(&self.conn).map_err(|e| Error::queue(&path, e))?;
+        let gap = seen.map(|s| now.saturating_sub(s)).filter(|g| *g > max_gap);
+        let run = |conn: &mut Connection| -> rusqlite::Result<Clamped> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut done = Clamped::default();
+            if wrong {
+                done.backoffs = tx.execute(
+                    "UPDATE events SET next_attempt_at = ?1 WHERE next_attempt_at > ?1",
+                    [horizon],
+                )? as u64;
+                done.backoffs += tx.execute(
+                    "UPDATE state SET value = CAST(?1 AS TEXT) WHERE key = 'not_before' AND CAST(value AS INTEGER) > ?1",
+                    [horizon],
+                )? as u64;
+                done.future_stamps = tx.execute(
+                    "UPDATE events SET created_at = ?1 WHERE created_at > ?1",
+                    [now],
+                )? as u64;
+            }
+            if let (Some(gap), Some(seen)) = (gap, seen) {
+                done.gap_ms = gap;
+                tx.execute(
+                    "UPDATE events SET created_at = created_at + ?1 WHERE created_at <= ?2",
+                    params![gap, seen],
+                )?;
+            }
+            tx.execute(
+                "INSERT INTO state (key, value) VALUES ('clock_seen', CAST(?1 AS TEXT))
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [now],
+            )?;
+            tx.commit()?;
+            Ok(done)
+        };
+        run(&mut self.conn).map_err(|e| Error::queue(path, e))
     }
 
     /// Deletes the given events (matched by seq and id, so a row that replaced one

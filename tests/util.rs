@@ -246,9 +246,15 @@ impl Reply {
 /// One request the server received.
 #[derive(Clone, Debug)]
 pub struct Received {
+    /// When its request line arrived.
+    pub started: Instant,
+    /// When it had been read whole.
     pub at: Instant,
+    pub method: String,
+    pub path: String,
     pub headers: Vec<(String, String)>,
-    /// The body, gunzipped if it was sent with `Content-Encoding: gzip`.
+    /// The body, gunzipped if it was sent with `Content-Encoding: gzip`; `null` when
+    /// there was none.
     pub body: Value,
 }
 
@@ -260,10 +266,11 @@ impl Received {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The events in the body: the batch's, or the one bare event.
+    /// The events in the body: the batch's, or the one bare event (none without a body).
     pub fn events(&self) -> Vec<Value> {
         match self.body.get("batch") {
             Some(Value::Array(a)) => a.clone(),
+            _ if self.body.is_null() => Vec::new(),
             _ => vec![self.body.clone()],
         }
     }
@@ -404,6 +411,10 @@ fn serve_conn(
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
+        let started = Instant::now();
+        let mut words = line.split_whitespace();
+        let method = words.next().unwrap_or("").to_string();
+        let path = words.next().unwrap_or("").to_string();
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();
@@ -437,9 +448,16 @@ fn serve_conn(
                 .expect("valid gzip");
             raw = out;
         }
-        let body: Value = serde_json::from_slice(&raw).expect("request body is JSON");
+        let body: Value = if raw.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&raw).expect("request body is JSON")
+        };
         let req = Received {
+            started,
             at: Instant::now(),
+            method,
+            path,
             headers,
             body,
         };
@@ -694,4 +712,145 @@ pub fn quick_check(dir: &Path) -> String {
     let conn = rusqlite::Connection::open(dir.join("queue.db")).expect("open queue");
     conn.query_row("PRAGMA quick_check", [], |r| r.get(0))
         .expect("quick_check")
+}
+
+/// Set in the child started by [`with_silent_dns`]: the command to run, as JSON.
+const SILENT_DNS_CMD: &str = "EVENTSPOOL_TEST_SILENT_DNS_CMD";
+/// Set in that child: the resolv.conf to mount over /etc/resolv.conf.
+const SILENT_DNS_CONF: &str = "EVENTSPOOL_TEST_SILENT_DNS_CONF";
+
+/// Runs `program args` where the system resolver never answers: in new mount and
+/// network namespaces (`unshare`, as root) with `lo` up, a UDP socket on
+/// 127.0.0.1:53 that reads nothing, and a resolv.conf naming it with
+/// `timeout:5 attempts:2`, so a lookup hangs for 10 s or more as on a broken network.
+/// `env` is added to the command's clean environment. Returns its output and how
+/// long it took.
+pub fn with_silent_dns(program: &Path, args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
+    let conf = tempfile::NamedTempFile::new().expect("temp resolv.conf");
+    std::fs::write(
+        conf.path(),
+        "nameserver 127.0.0.1\noptions timeout:5 attempts:2\n",
+    )
+    .expect("write resolv.conf");
+    let mut argv = vec![program.to_string_lossy().into_owned()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let spec = serde_json::json!({ "argv": argv, "env": env });
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = clean_command(Path::new("unshare"));
+    cmd.args(["--mount", "--net"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "util::silent_dns_entry",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SILENT_DNS_CMD, spec.to_string())
+        .env(SILENT_DNS_CONF, conf.path());
+    let t = Instant::now();
+    let out = cmd
+        .output()
+        .expect("unshare(1) from util-linux runs (these tests need root, as CI has)");
+    let took = t.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("SILENT_DNS_SETUP_FAILED") && !stderr.contains("unshare failed"),
+        "could not set up a silent resolver (needs root and unshare): {stderr}"
+    );
+    (out, took)
+}
+
+/// Not a test: the entry point of [`with_silent_dns`], run inside the new
+/// namespaces with `--ignored`. Ignored in the normal test run.
+#[test]
+#[ignore = "the entry point of with_silent_dns, run inside unshare"]
+fn silent_dns_entry() {
+    let (Some(spec), Some(conf)) = (
+        std::env::var_os(SILENT_DNS_CMD),
+        std::env::var_os(SILENT_DNS_CONF),
+    ) else {
+        return;
+    };
+    let setup = || -> std::io::Result<std::net::UdpSocket> {
+        loopback_up()?;
+        let src = std::ffi::CString::new(conf.as_encoded_bytes()).expect("path");
+        let dst = c"/etc/resolv.conf";
+        // SAFETY: valid NUL-terminated paths; a bind mount in our own mount namespace.
+        let r = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // Bound and never read: queries are accepted and never answered.
+        std::net::UdpSocket::bind("127.0.0.1:53")
+    };
+    let _socket = match setup() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("SILENT_DNS_SETUP_FAILED: {e}");
+            std::process::exit(2);
+        }
+    };
+    let spec: Value = serde_json::from_str(&spec.to_string_lossy()).expect("spec");
+    let argv: Vec<String> = spec["argv"]
+        .as_array()
+        .expect("argv")
+        .iter()
+        .map(|a| a.as_str().expect("arg").to_string())
+        .collect();
+    let mut cmd = clean_command(Path::new(&argv[0]));
+    cmd.args(&argv[1..]);
+    for pair in spec["env"].as_array().expect("env") {
+        cmd.env(
+            pair[0].as_str().expect("key"),
+            pair[1].as_str().expect("value"),
+        );
+    }
+    let out = cmd.output().expect("command runs");
+    std::io::stdout().write_all(&out.stdout).expect("stdout");
+    std::io::stderr().write_all(&out.stderr).expect("stderr");
+    std::process::exit(out.status.code().unwrap_or(1));
+}
+
+/// Brings the loopback interface of this (new) network namespace up.
+fn loopback_up() -> std::io::Result<()> {
+    #[repr(C)]
+    struct IfReq {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        flags: libc::c_short,
+        _pad: [u8; 24],
+    }
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: 0,
+        _pad: [0; 24],
+    };
+    for (d, s) in req.name.iter_mut().zip(b"lo") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: an ioctl on a socket we own, with a buffer the size of struct ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ok = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &mut req) == 0
+        };
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if !ok {
+            return Err(err);
+        }
+    }
+    Ok(())
 }

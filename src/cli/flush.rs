@@ -1,4 +1,4 @@
-//! `spool flush [--endpoint URL] [--timeout DURATION] [--detach]`
+//! `spool flush [--endpoint URL] [--timeout DURATION] [--force] [--detach]`
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
@@ -21,6 +21,9 @@ pub struct FlushArgs {
     /// Hand the flush to a background process and return at once (prints its pid)
     #[arg(long)]
     pub detach: bool,
+    /// Send now even while backing off after a failure (another running flush is still waited for)
+    #[arg(long, conflicts_with = "detach")]
+    pub force: bool,
 }
 
 pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -43,6 +46,7 @@ pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow
                 b.set_position(done);
             }) as crate::Progress
         }),
+        force: args.force,
     };
     let report = spool.flush_blocking(opts).context("flush failed")?;
     if let Some(b) = bar {
@@ -59,7 +63,7 @@ pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow
         format!("{} ({})", report.dropped_total(), dropped.join(", "))
     };
     match &report.end {
-        FlushEnd::Disabled { reason } => {
+        FlushEnd::Disabled { reason } if report.requests == 0 => {
             writeln!(out, "Telemetry is disabled ({reason}); nothing sent.")?
         }
         FlushEnd::Busy { pid } => writeln!(
@@ -72,17 +76,31 @@ pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow
                 "sent {}, dropped {dropped}, remaining {}",
                 report.sent, report.remaining
             )?;
+            let why = report.reason.as_deref();
             match end {
+                FlushEnd::BackingOff { until } if report.requests == 0 => writeln!(
+                    out,
+                    "Not sent: {}; backing off until {until} (--force to try now).",
+                    why.unwrap_or("backing off after an earlier failure")
+                )?,
                 FlushEnd::BackingOff { until } => writeln!(
                     out,
-                    "The endpoint is backing off: next attempt after {until}."
+                    "Stopped: {}; backing off until {until}.",
+                    why.unwrap_or("a retryable failure")
                 )?,
                 FlushEnd::Deadline => writeln!(
                     out,
-                    "Stopped at the {} deadline; run again to continue.",
-                    args.timeout
+                    "Stopped: {}; run again to continue.",
+                    why.unwrap_or("reached the deadline")
                 )?,
-                _ => {}
+                FlushEnd::Disabled { reason } => {
+                    writeln!(out, "Stopped: telemetry was turned off ({reason}).")?
+                }
+                _ => {
+                    if let Some(why) = why {
+                        writeln!(out, "Dropped: {why}.")?;
+                    }
+                }
             }
         }
     }

@@ -96,11 +96,15 @@ pub(super) fn run(spool: &Spool, args: StatusArgs, out: &mut dyn Write) -> anyho
 fn summarize_flush(f: &serde_json::Value) -> String {
     let at = f.get("finished_at").and_then(|v| v.as_str()).unwrap_or("?");
     let n = |k: &str| f.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
-    format!(
+    let mut line = format!(
         "{at}: sent {}, dropped {}, retried {}, remaining {}",
         n("sent"),
         n("dropped_total"),
         n("retried"),
         n("remaining")
-    )
+    );
+    if let Some(why) = f.get("reason").and_then(|v| v.as_str()) {
+        line.push_str(&format!(" ({why})"));
+    }
+    line
 }
