@@ -53,8 +53,15 @@ pub struct Global {
         value_parser = parse_app_name
     )]
     pub app: String,
-    /// Queue directory, instead of the app's config directory (or its <APP>_TELEMETRY_DIR)
-    #[arg(long, global = true, env = "SPOOL_DIR", value_name = "PATH")]
+    /// Queue directory, instead of the app's (its `<APP>_TELEMETRY_DIR`, else its
+    /// config directory).
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_DIR",
+        value_name = "PATH",
+        help = "Queue directory, instead of the app's (its <APP>_TELEMETRY_DIR, else its config directory)"
+    )]
     pub dir: Option<PathBuf>,
     /// Print no notices on stderr (errors are still printed)
     #[arg(short, long, global = true)]
