@@ -5,8 +5,9 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-/// Where an event was recorded. No field identifies a person: the machine hash is a
-/// keyed hash of the hostname, so it cannot be reversed or joined across apps.
+/// Where an event was recorded. No field names a person or a machine directly: the
+/// machine hash is a keyed hash of the hostname (see [`machine_hash`] for what that
+/// does and does not protect).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Context {
     /// `name@version` of the host tool, when the host said.
@@ -48,22 +49,51 @@ impl Context {
 
 /// HMAC-SHA256 of `hostname` keyed by `app`, as lower-case hex.
 ///
+/// What it protects against: the hostname itself is never sent, and the same machine
+/// hashes differently for different apps, so two receivers cannot join their data on
+/// it without guessing. What it does not: the app name is public, so anyone holding a
+/// hash can test candidate hostnames (`ada-laptop`, `DESKTOP-1A2B3C4`, a company's
+/// naming scheme) and recognise a guessable one. It is a pseudonym for the machine,
+/// not anonymity.
+///
 /// ```
 /// let h = eventspool::machine_hash("mytool", "build-box");
 /// assert_eq!(h.len(), 64);
 /// assert_ne!(h, eventspool::machine_hash("other", "build-box"));
 /// ```
 pub fn machine_hash(app: &str, hostname: &str) -> String {
+    salted_machine_hash(app, hostname, None)
+}
+
+/// [`machine_hash`] with an install's secret `salt` in the key as well, which makes
+/// guessing the hostname useless without the salt. `None` gives exactly the value of
+/// [`machine_hash`], so events already sent keep matching.
+pub(crate) fn salted_machine_hash(app: &str, hostname: &str, salt: Option<&[u8]>) -> String {
+    // With a salt the key is HMAC(salt, app): still per app, and not computable
+    // without the salt. (Appending the salt to the app name would not do: HMAC pads
+    // keys with zero bytes, so `app` + `\0` and `app` would be the same key.)
+    let key = match salt {
+        None => app.as_bytes().to_vec(),
+        Some(salt) => hmac_sha256(salt, app.as_bytes()).to_vec(),
+    };
+    hex::encode(hmac_sha256(&key, hostname.as_bytes()))
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail; fall back to a plain
     // digest of both rather than panic if the crate ever changed that.
-    match Hmac::<Sha256>::new_from_slice(app.as_bytes()) {
+    match Hmac::<Sha256>::new_from_slice(key) {
         Ok(mut mac) => {
-            mac.update(hostname.as_bytes());
-            hex::encode(mac.finalize().into_bytes())
+            mac.update(message);
+            mac.finalize().into_bytes().into()
         }
         Err(_) => {
             use sha2::Digest;
-            hex::encode(Sha256::digest(format!("{app}\0{hostname}")))
+            let mut d = Sha256::new();
+            d.update(key);
+            d.update(b"\0");
+            d.update(message);
+            d.finalize().into()
         }
     }
 }
@@ -146,6 +176,25 @@ mod tests {
             machine_hash("key", "The quick brown fox jumps over the lazy dog"),
             "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
         );
+    }
+
+    #[test]
+    fn salt_changes_the_machine_hash_and_no_salt_keeps_the_wire_value() {
+        let plain = machine_hash("app", "host");
+        assert_eq!(salted_machine_hash("app", "host", None), plain);
+        let salted = salted_machine_hash("app", "host", Some(b"install-salt"));
+        assert_ne!(salted, plain);
+        assert_eq!(salted.len(), 64);
+        assert_eq!(
+            salted,
+            salted_machine_hash("app", "host", Some(b"install-salt"))
+        );
+        assert_ne!(
+            salted,
+            salted_machine_hash("app", "host", Some(b"other-salt"))
+        );
+        // An empty salt still differs from none.
+        assert_ne!(salted_machine_hash("app", "host", Some(b"")), plain);
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub(crate) enum Kind {
     AppName { name: String, why: &'static str },
     #[error("invalid event name {name:?}: {why}")]
     EventName { name: String, why: &'static str },
+    #[error(
+        "event name {shown:?} refused: it holds {what}; names are sent unscrubbed, so put such values in properties, which are scrubbed"
+    )]
+    EventNamePrivate { shown: String, what: &'static str },
     #[error("invalid properties: {0}")]
     Properties(String),
     #[error("event is {size} bytes serialized, over the {max}-byte limit")]
@@ -93,6 +97,7 @@ impl Error {
             self.0,
             Kind::AppName { .. }
                 | Kind::EventName { .. }
+                | Kind::EventNamePrivate { .. }
                 | Kind::Properties(_)
                 | Kind::EventTooLarge { .. }
                 | Kind::Setting { .. }

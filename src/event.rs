@@ -1,12 +1,14 @@
 //! Events: what a host records, how names are validated, and the payload that is sent.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::context::Context;
 use crate::error::{Kind, Result};
+use crate::privacy::Scrubber;
 
 /// Longest event name accepted, in characters.
 pub const MAX_NAME_LEN: usize = 64;
@@ -159,13 +161,23 @@ impl Event {
     }
 }
 
-/// Checks an event name: 1–64 characters of `[A-Za-z0-9_.:-]`.
+/// Checks an event name: 1–64 characters of `[A-Za-z0-9_.:-]`, holding no secret
+/// token, IP address, long hex or base64 run, or the current user's name (see
+/// [`Scrubber::for_current_user`]). Names are sent unscrubbed, so such a name is
+/// refused rather than mangled.
 ///
 /// ```
 /// assert!(eventspool::validate_name("cli_invoked").is_ok());
 /// assert!(eventspool::validate_name("has space").is_err());
+/// assert!(eventspool::validate_name("ghp_16C7e42F292c6912E7710c838347Ae178B4a").is_err());
 /// ```
 pub fn validate_name(name: &str) -> Result<()> {
+    static CURRENT_USER: LazyLock<Scrubber> = LazyLock::new(Scrubber::for_current_user);
+    validate_name_for(name, &CURRENT_USER)
+}
+
+/// [`validate_name`] with the user's `scrubber`, which knows their names.
+pub(crate) fn validate_name_for(name: &str, scrubber: &Scrubber) -> Result<()> {
     let why = if name.is_empty() {
         Some("must not be empty")
     } else if name.chars().count() > MAX_NAME_LEN {
@@ -178,12 +190,16 @@ pub fn validate_name(name: &str) -> Result<()> {
     } else {
         None
     };
-    match why {
-        Some(why) => Err(Kind::EventName {
+    if let Some(why) = why {
+        return Err(Kind::EventName {
             name: truncate_for_message(name),
             why,
         }
-        .into()),
+        .into());
+    }
+    // The message shows the scrubbed name: it may be logged, and must not leak either.
+    match scrubber.name_leak(name) {
+        Some((what, shown)) => Err(Kind::EventNamePrivate { shown, what }.into()),
         None => Ok(()),
     }
 }
@@ -247,6 +263,55 @@ mod tests {
             "nul\0",
         ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_holding_a_secret_or_personal_data_are_refused_without_echoing_it() {
+        let s = Scrubber::new(Some("/home/zoe"), Some("zoe"));
+        // (name, the part that must not be echoed, what the message says)
+        for (bad, secret, what) in [
+            (
+                "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+                "16C7e42F292c6912E7710c838347Ae178B4a",
+                "a secret token",
+            ),
+            (
+                "upload.sk-abc123def456ghi789jk",
+                "abc123def456ghi789jk",
+                "a secret token",
+            ),
+            ("AKIAIOSFODNN7EXAMPLE", "IOSFODNN7EXAMPLE", "a secret token"),
+            (
+                "glpat-xYz12AbCdEfGhIjKlMnOp",
+                "xYz12AbCdEfGhIjKlMnOp",
+                "a secret token",
+            ),
+            ("connect_10.1.2.3", "10.1.2.3", "an IP address"),
+            ("zoe:signed_in", "zoe", "the user's name"),
+            (
+                "blob.0123456789abcdef0123456789abcdef",
+                "0123456789abcdef0123456789abcdef",
+                "long hex",
+            ),
+        ] {
+            let err = validate_name_for(bad, &s).unwrap_err();
+            let msg = err.to_string();
+            assert!(err.is_invalid_input(), "{msg}");
+            assert!(
+                msg.contains(what) && msg.contains("refused"),
+                "{bad}: {msg}"
+            );
+            assert!(!msg.contains(secret), "{bad} echoed: {msg}");
+        }
+        for ok in [
+            "cli_invoked",
+            "auth:login",
+            "token:refresh",
+            "v1.2.3.4",
+            "zoe_x",
+        ] {
+            assert!(validate_name_for(ok, &s).is_ok(), "{ok}");
         }
     }
 

@@ -710,11 +710,7 @@ impl Inner {
         raw_keys: &std::collections::BTreeSet<String>,
     ) -> Map<String, Value> {
         let scrubber = self.scrubber.get_or_init(Scrubber::for_current_user);
-        for (k, v) in props.iter_mut() {
-            if !raw_keys.contains(k) {
-                scrubber.scrub_value(k, v);
-            }
-        }
+        scrubber.scrub_properties(&mut props, |k| raw_keys.contains(k));
         props
     }
 

@@ -50,6 +50,10 @@ pub fn exercise(data: &[u8]) {
         5 => {
             let s = eventspool::Scrubber::new(Some("/home/fuzz"), Some("fuzzer"));
             let _ = s.scrub(&text);
+            // Keys too, nested ones included.
+            if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&text) {
+                s.scrub_value("", &mut value);
+            }
         }
         // Endpoints and event names.
         _ => {

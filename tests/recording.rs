@@ -281,3 +281,107 @@ fn unscrubbed_property_is_kept_only_when_the_host_says_so() {
     assert_eq!(props["scrubbed"], "mail me at <email>");
     assert_eq!(props["raw"], "support@example.com");
 }
+
+/// Issue 9: keys were never scrubbed, so a path, an address or an e-mail used as a
+/// property key (top-level or nested) reached the queue file verbatim.
+#[test]
+fn property_keys_and_nested_keys_are_scrubbed() {
+    let (t, dir) = temp();
+    let home = t.path().join("home").join("alice");
+    std::fs::create_dir_all(&home).unwrap();
+    let home_str = home.to_str().unwrap();
+    let props = serde_json::json!({
+        format!("{home_str}/secret/main.rs"): 1,
+        "alice.smith@example.com": "x",
+        "bob.jones@example.com": "y",
+        "nested": {"10.1.2.3": {"carol.white@example.com": true}, "count": 2},
+        "plain": "kept",
+    });
+    spool(&dir)
+        .env("HOME", &home)
+        .args(["track", "canary", "--props", &props.to_string()])
+        .ok();
+    let stored = &queued(&dir)[0]["payload"]["properties"];
+    assert_eq!(stored["~/secret/main.rs"], 1, "{stored}");
+    // Both e-mail keys become `<email>`: the second gets a suffix, neither is lost.
+    assert_eq!(stored["<email>"], "x", "{stored}");
+    assert_eq!(stored["<email>#2"], "y", "{stored}");
+    assert_eq!(stored["nested"]["<ip>"]["<email>"], true, "{stored}");
+    assert_eq!(stored["nested"]["count"], 2, "{stored}");
+    assert_eq!(stored["plain"], "kept", "{stored}");
+    let mut raw = std::fs::read(dir.join("queue.db")).unwrap();
+    raw.extend(std::fs::read(dir.join("queue.db-wal")).unwrap_or_default());
+    let raw = String::from_utf8_lossy(&raw);
+    for secret in [
+        home_str,
+        "alice.smith@example.com",
+        "bob.jones@example.com",
+        "10.1.2.3",
+        "carol.white@example.com",
+    ] {
+        assert!(!raw.contains(secret), "{secret} leaked into the queue file");
+    }
+}
+
+/// Issue 9: event names are sent unscrubbed, and one holding a token, an address or
+/// the user's name was stored and sent as it was. Now it is refused with one line that
+/// does not repeat the secret, and nothing is queued.
+#[test]
+fn event_name_holding_a_secret_is_refused() {
+    let (t, dir) = temp();
+    let home = t.path().join("zoe-quill");
+    std::fs::create_dir_all(&home).unwrap();
+    for (name, secret) in [
+        (
+            "ghp_16C7e42F292c6912E7710c838347Ae178B4a",
+            "16C7e42F292c6912E7710c838347Ae178B4a",
+        ),
+        ("deploy_AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+        ("connect.10.1.2.3", "10.1.2.3"),
+        ("login:zoe-quill", "zoe-quill"),
+    ] {
+        let out = spool(&dir).env("HOME", &home).args(["track", name]).run();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let line = spool(&dir).env("HOME", &home).args(["track", name]).fails();
+        assert!(line.contains("refused"), "{name}: {line}");
+        assert!(
+            !line.contains(secret),
+            "{name}: the error repeats it: {line}"
+        );
+    }
+    spool(&dir)
+        .env("HOME", &home)
+        .args(["track", "deploy_finished"])
+        .ok();
+    let events: Vec<Value> = queued(&dir)
+        .iter()
+        .map(|r| r["payload"]["event"].clone())
+        .collect();
+    assert_eq!(events, ["deploy_finished"], "a refused name was queued");
+}
+
+/// Issue 9: user names were scrubbed only when USER, LOGNAME or USERNAME was set, and
+/// cron, systemd services and containers often set none. Now the home directory's
+/// name and the account database's name count too.
+#[test]
+fn user_name_is_scrubbed_without_user_env() {
+    let (t, dir) = temp();
+    let home = t.path().join("zoe-quill");
+    std::fs::create_dir_all(&home).unwrap();
+    let account = crate::util::account_name();
+    spool(&dir)
+        .env_remove("USER")
+        .env("HOME", &home)
+        .args([
+            "track",
+            "e",
+            "-p",
+            "owner=job of zoe-quill failed",
+            "-p",
+            &format!("elsewhere=/Users/{account}/notes"),
+        ])
+        .ok();
+    let props = &queued(&dir)[0]["payload"]["properties"];
+    assert_eq!(props["owner"], "job of <user> failed", "{props}");
+    assert_eq!(props["elsewhere"], "/Users/<user>/notes", "{props}");
+}

@@ -2,7 +2,8 @@
 //! loopback HTTP servers answering with real faults, real processes killed with SIGKILL.
 //!
 //! Index:
-//! - `recording`: track → list → show → clear through the binary; bad input; privacy canary
+//! - `recording`: track → list → show → clear through the binary; bad input; privacy canary;
+//!   scrubbed keys, refused event names, user names without USER
 //! - `consent`: every opt-out rule leaves no file behind; debug mode
 //! - `queue_storage`: caps, permissions, corrupt-file recovery, concurrent writers
 //! - `delivery`: batches, retries, `Retry-After`, drops, splitting, timeouts, expiry, endpoints

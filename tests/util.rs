@@ -109,6 +109,11 @@ impl Spool {
         self
     }
 
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.cmd.env_remove(k);
+        self
+    }
+
     pub fn run(mut self) -> Output {
         self.cmd.output().expect("spool runs")
     }
@@ -547,6 +552,16 @@ pub fn refused_url() -> String {
     let port = l.local_addr().expect("addr").port();
     drop(l);
     format!("http://127.0.0.1:{port}/v1/events")
+}
+
+/// The account database's name for the user running the tests (`id -un`).
+pub fn account_name() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id runs");
+    assert!(out.status.success(), "id -un failed");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
 }
 
 /// A fresh temp dir and the queue directory inside it (not yet created).
