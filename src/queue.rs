@@ -898,12 +898,8 @@ fn file_id(_path: &Path) -> Option<(u64, u64)> {
 /// deleting it. Several processes may find the same bad file at once: an exclusive
 /// lock on it and a re-check of its identity make sure it is moved exactly once.
 fn set_aside(path: &Path, seen: Option<(u64, u64)>, why: &str) -> Result<Option<String>> {
-    let mut opts = OpenOptions::new();
-    opts.read(true);
     // A FIFO must not block the open.
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
-    let file = match opts.open(path) {
+    let file = match crate::settings::open_nonblocking(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(path, e)),

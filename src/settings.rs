@@ -31,11 +31,7 @@ pub(crate) fn read_small_regular_file(
     max: u64,
 ) -> std::result::Result<Option<String>, String> {
     use std::io::Read;
-    let mut opts = fs::OpenOptions::new();
-    opts.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
-    let file = match opts.open(path) {
+    let file = match open_nonblocking(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot be read ({e})")),
@@ -61,6 +57,16 @@ pub(crate) fn read_small_regular_file(
         return Err(format!("is over the {max}-byte limit for a settings file"));
     }
     Ok(Some(text))
+}
+
+/// Opens `path` for reading without waiting for a writer: opening a FIFO that way
+/// returns at once instead of blocking until someone opens the other end.
+pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<fs::File> {
+    let mut opts = fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    opts.open(path)
 }
 
 /// The contents of `config.json`. Unknown fields are kept as they are.

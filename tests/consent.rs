@@ -216,9 +216,16 @@ fn status_names_the_real_reason_telemetry_is_off() {
     let (_t, dir) = temp();
     std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
-    let consent = eventspool::Spool::builder("spool").dir(&dir).build().consent();
+    let consent = eventspool::Spool::builder("spool")
+        .dir(&dir)
+        .build()
+        .consent();
     assert!(!consent.enabled);
-    assert!(consent.reason.contains("belongs to another user"), "{}", consent.reason);
+    assert!(
+        consent.reason.contains("belongs to another user"),
+        "{}",
+        consent.reason
+    );
     let line = spool(&dir).args(["track", "e"]).fails();
     assert!(line.contains("belongs to another user"), "{line}");
 

@@ -42,15 +42,7 @@ fn run_example(
     run_clean(&example_bin(name), args, &all)
 }
 
-const JOB: [&str; 7] = [
-    "run",
-    "--owner",
-    "acme",
-    "--project",
-    "web",
-    "--package-manager",
-    "cargo",
-];
+use crate::util::JOB;
 
 #[track_caller]
 fn assert_kind(props: &Value, key: &str, kind: &str) {

@@ -130,6 +130,22 @@ fn nothing_recorded_while_disable_runs_stays_queued() {
     assert!(queued(&dir).is_empty());
 }
 
+/// Tracks every 300 ms for 4 s, as a busy host would; returns how many were queued.
+fn tick_for_four_seconds(host: &Spool) -> usize {
+    let mut recorded = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(4) {
+        if matches!(
+            host.try_track(Event::new("tick")),
+            Ok(eventspool::Recorded::Queued(_))
+        ) {
+            recorded += 1;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    recorded
+}
+
 #[test]
 fn recording_resumes_after_a_storage_failure_while_the_host_keeps_tracking() {
     let (_t, dir) = temp();
@@ -142,17 +158,7 @@ fn recording_resumes_after_a_storage_failure_while_the_host_keeps_tracking() {
     assert!(host.try_track(Event::new("broken")).is_err());
     // Repair it, and keep tracking every 300 ms, as a busy host would.
     std::fs::remove_file(dir.join("queue.db")).unwrap();
-    let mut recorded = 0;
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(4) {
-        if matches!(
-            host.try_track(Event::new("tick")),
-            Ok(eventspool::Recorded::Queued(_))
-        ) {
-            recorded += 1;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let recorded = tick_for_four_seconds(&host);
     assert!(
         recorded >= 8,
         "only {recorded} of ~13 events recorded after the repair"
@@ -189,17 +195,7 @@ fn recording_resumes_after_a_full_wal_while_the_host_keeps_tracking() {
     assert!(refused, "the WAL never filled");
     tx.commit().unwrap();
     drop(reader);
-    let mut recorded = 0;
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(4) {
-        if matches!(
-            host.try_track(Event::new("tick")),
-            Ok(eventspool::Recorded::Queued(_))
-        ) {
-            recorded += 1;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let recorded = tick_for_four_seconds(&host);
     assert!(
         recorded >= 8,
         "only {recorded} of ~13 events recorded once the reader left"

@@ -12,6 +12,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The arguments of one `job_runner` job (`examples/job_runner.rs`).
+pub const JOB: [&str; 7] = [
+    "run",
+    "--owner",
+    "acme",
+    "--project",
+    "web",
+    "--package-manager",
+    "cargo",
+];
+
 /// Path of the `spool` binary under test.
 pub fn spool_bin() -> &'static str {
     env!("CARGO_BIN_EXE_spool")

@@ -5,18 +5,8 @@
 use eventspool::{Event, Spool};
 
 use crate::util::{
-    TestServer, example_bin, queued, refused_url, run_clean, spool, spool_at_home, temp, tree,
+    JOB, TestServer, example_bin, queued, refused_url, run_clean, spool, spool_at_home, temp, tree,
 };
-
-const JOB: [&str; 7] = [
-    "run",
-    "--owner",
-    "acme",
-    "--project",
-    "web",
-    "--package-manager",
-    "cargo",
-];
 
 #[test]
 fn invalid_app_names_are_refused_and_write_nothing_anywhere() {
