@@ -158,7 +158,7 @@ impl Spool {
         }
         if let Some((holder, _)) = queue
             .lease_holder()?
-            .filter(|(h, until)| *until > now && crate::lease::alive(h))
+            .filter(|(h, until)| *until > now && crate::queue::lease::alive(h))
         {
             return Ok(Detached::Skipped(Skipped::FlusherRunning {
                 pid: holder.pid,

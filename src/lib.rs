@@ -60,7 +60,6 @@ mod error;
 mod event;
 mod flusher;
 mod fsize;
-mod lease;
 mod limits;
 mod notice;
 mod privacy;

@@ -1,0 +1,194 @@
+//! Who holds the flush lease, and whether that holder is still alive.
+//!
+//! A holder is recorded as pid + process start time + hostname, so a pid recycled by
+//! another process is not mistaken for the holder, and a dead holder's lease is taken
+//! over at once instead of after its expiry.
+//!
+//! The lease itself is a row in the queue (`lease`), taken and renewed in short
+//! transactions; this file also decides whether a recorded holder still lives.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use super::Queue;
+use crate::error::{Error, Result};
+use crate::time::now_ms;
+
+use std::sync::OnceLock;
+
+/// This process as a lease holder, with a fresh token per flush.
+pub(crate) fn me() -> Holder {
+    Holder {
+        pid: std::process::id(),
+        started: start_time(std::process::id()).unwrap_or(0),
+        host: hostname().to_string(),
+        token: uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+fn hostname() -> &'static str {
+    static HOST: OnceLock<String> = OnceLock::new();
+    HOST.get_or_init(|| gethostname::gethostname().to_string_lossy().into_owned())
+}
+
+/// Returns false only when the holder is known to be gone: same host, and its pid does
+/// not exist, is a zombie, or belongs to a process started at another time.
+pub(crate) fn alive(h: &Holder) -> bool {
+    if h.host != hostname() {
+        // Another machine sharing the directory: only the lease's expiry can tell.
+        return true;
+    }
+    if !pid_exists(h.pid) {
+        return false;
+    }
+    match proc_stat(h.pid) {
+        Some((state, started)) => state != 'Z' && (h.started == 0 || started == h.started),
+        None => true,
+    }
+}
+
+#[cfg(unix)]
+fn pid_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn pid_exists(_pid: u32) -> bool {
+    true
+}
+
+fn start_time(pid: u32) -> Option<i64> {
+    proc_stat(pid).map(|(_, t)| t)
+}
+
+/// State letter and start time (clock ticks since boot) from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(char, i64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Field 22 overall is the start time; after the name we are at field 3.
+    let started = fields.nth(22 - 4)?.parse().ok()?;
+    Some((state, started))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_dead_child_is_not() {
+        let me = me();
+        assert!(alive(&me));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let gone = Holder {
+            pid,
+            started: 1,
+            host: me.host.clone(),
+            token: "t".into(),
+        };
+        assert!(!alive(&gone));
+        let recycled = Holder {
+            pid: me.pid,
+            started: me.started + 1,
+            ..me.clone()
+        };
+        if me.started != 0 {
+            assert!(
+                !alive(&recycled),
+                "a different start time means another process"
+            );
+        }
+    }
+}
+
+/// Who holds the flush lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Holder {
+    pub pid: u32,
+    pub started: i64,
+    pub host: String,
+    pub token: String,
+}
+
+impl Queue {
+    /// Takes the flush lease for `me` until `until`, unless a live holder has it.
+    /// `alive` says whether a recorded holder is still running. Returns the current
+    /// holder's pid when refused.
+    pub fn take_lease(
+        &mut self,
+        me: &Holder,
+        until: i64,
+        alive: impl Fn(&Holder) -> bool,
+    ) -> Result<Result<(), u32>> {
+        let path = self.path.clone();
+        let now = now_ms();
+        let run = |conn: &mut Connection| -> rusqlite::Result<Result<(), u32>> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current = read_lease(&tx)?;
+            if let Some((holder, expires_at)) = current {
+                if holder.token != me.token && expires_at > now && alive(&holder) {
+                    return Ok(Err(holder.pid));
+                }
+            }
+            tx.execute(
+                "INSERT INTO lease (id, pid, started, host, token, expires_at) VALUES (0, ?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, started = excluded.started,
+                   host = excluded.host, token = excluded.token, expires_at = excluded.expires_at",
+                params![me.pid, me.started, me.host, me.token, until],
+            )?;
+            tx.commit()?;
+            Ok(Ok(()))
+        };
+        run(&mut self.conn).map_err(|e| Error::queue(path, e))
+    }
+
+    /// The current lease holder and its expiry, if any.
+    pub fn lease_holder(&self) -> Result<Option<(Holder, i64)>> {
+        read_lease(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// Extends the lease held by `token`; returns false if it is no longer ours.
+    pub fn renew_lease(&self, token: &str, until: i64) -> Result<bool> {
+        self.conn
+            .execute(
+                "UPDATE lease SET expires_at = ?2 WHERE id = 0 AND token = ?1",
+                params![token, until],
+            )
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Gives the lease up if `token` still holds it.
+    pub fn release_lease(&self, token: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM lease WHERE id = 0 AND token = ?1", [token])
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// The lease row: its holder and expiry, if anyone holds it.
+pub(super) fn read_lease(conn: &Connection) -> rusqlite::Result<Option<(Holder, i64)>> {
+    conn.query_row(
+        "SELECT pid, started, host, token, expires_at FROM lease WHERE id = 0",
+        [],
+        |r| {
+            let holder = Holder {
+                pid: r.get(0)?,
+                started: r.get(1)?,
+                host: r.get(2)?,
+                token: r.get(3)?,
+            };
+            Ok((holder, r.get(4)?))
+        },
+    )
+    .optional()
+}
