@@ -399,7 +399,9 @@ pub fn detached_flush_hook() {
     if arm_lifetime_limit(lifetime) {
         // The flush stops a little before the hard end, so it can give the lease back.
         let grace = (lifetime / 5).min(Duration::from_secs(1));
-        let spool = Spool::builder(spec.app).dir(dir).build();
+        // Exactly the ticket's directory: an inherited <APP>_TELEMETRY_DIR must not
+        // send the child to another queue than the one `flush_detached` meant.
+        let spool = Spool::builder(spec.app).dir(dir).for_cli().build();
         let opts = FlushOptions {
             endpoint: Some(spec.endpoint),
             deadline: lifetime - grace,

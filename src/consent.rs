@@ -42,6 +42,7 @@ pub fn env_prefix(app: &str) -> String {
 
 /// Whether telemetry is on, and the rule that decided it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Consent {
     /// True if and only if events may be recorded and sent.
     pub enabled: bool,

@@ -1,7 +1,6 @@
 //! Events: what a host records, how names are validated, and the payload that is sent.
 
 use std::collections::BTreeSet;
-use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -28,22 +27,21 @@ pub(crate) fn check_shape(props: &Map<String, Value>, max_event_bytes: u64) -> R
     let budget = max_event_bytes;
     // Four bytes per character at most, once truncated.
     let error_cap = (crate::privacy::MAX_ERROR_CHARS * 4) as u64;
+    let is_error = |k: &str| crate::privacy::is_error_key(k);
     let mut size: u64 = props.keys().map(|k| k.len() as u64).sum();
-    let mut stack: Vec<(&Value, usize)> = Vec::with_capacity(props.len());
-    for (k, v) in props {
-        match v {
-            Value::String(s) if crate::privacy::is_error_key(k) => {
-                size += (s.len() as u64).min(error_cap);
-            }
-            _ => stack.push((v, 1)),
-        }
-    }
-    while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
+    // (value, depth, whether it is an error message the scrubber will truncate)
+    let mut stack: Vec<(&Value, usize, bool)> =
+        props.iter().map(|(k, v)| (v, 1, is_error(k))).collect();
+    while let Some((v, depth, truncated)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = (&Value, bool)>> = match v {
+            Value::Array(a) => Box::new(a.iter().map(|c| (c, false))),
             Value::Object(o) => {
                 size += o.keys().map(|k| k.len() as u64).sum::<u64>();
-                Box::new(o.values())
+                Box::new(o.iter().map(|(k, c)| (c, is_error(k))))
+            }
+            Value::String(s) if truncated => {
+                size += (s.len() as u64).min(error_cap);
+                continue;
             }
             Value::String(s) => {
                 size += s.len() as u64;
@@ -54,7 +52,7 @@ pub(crate) fn check_shape(props: &Map<String, Value>, max_event_bytes: u64) -> R
         if depth >= MAX_DEPTH {
             return Err(Kind::Properties(format!("nested deeper than {MAX_DEPTH} levels")).into());
         }
-        stack.extend(children.map(|c| (c, depth + 1)));
+        stack.extend(children.map(|(c, t)| (c, depth + 1, t)));
     }
     if size > budget {
         return Err(Kind::EventTooLarge {
@@ -172,8 +170,7 @@ impl Event {
 /// assert!(eventspool::validate_name("ghp_16C7e42F292c6912E7710c838347Ae178B4a").is_err());
 /// ```
 pub fn validate_name(name: &str) -> Result<()> {
-    static CURRENT_USER: LazyLock<Scrubber> = LazyLock::new(Scrubber::for_current_user);
-    validate_name_for(name, &CURRENT_USER)
+    validate_name_for(name, crate::privacy::current_user())
 }
 
 /// [`validate_name`] with the user's `scrubber`, which knows their names.

@@ -232,7 +232,7 @@ impl Spool {
 /// request, so that once `spool disable` has returned no request starts. An
 /// unreadable file counts as "off", as everywhere else.
 fn consent_now(app: &str, dir: &Path) -> Consent {
-    let persisted = match Settings::load(dir) {
+    let persisted = match Settings::load_checked(dir) {
         Ok(settings) => settings
             .and_then(|s| s.telemetry)
             .map_or(Persisted::Undecided, Persisted::Chosen),

@@ -16,6 +16,13 @@ use aho_corasick::{AhoCorasick, MatchKind};
 use regex::{Captures, Regex};
 use serde_json::{Map, Value};
 
+/// The scrubber for the user this process runs as, built once per process (it looks
+/// the user up in the account database): recording and name checks share it.
+pub(crate) fn current_user() -> &'static Scrubber {
+    static CURRENT_USER: LazyLock<Scrubber> = LazyLock::new(Scrubber::for_current_user);
+    &CURRENT_USER
+}
+
 /// Longest error-message property kept, in characters.
 pub const MAX_ERROR_CHARS: usize = 1000;
 

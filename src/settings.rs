@@ -116,6 +116,16 @@ impl Settings {
             .map_err(|why| Kind::SettingsFile { path, why }.into())
     }
 
+    /// [`Settings::load`], after checking that `dir` (if it exists) is a directory of
+    /// this user's and not a link: settings in a directory that is not one are not
+    /// usable either, and the error says why rather than "disabled by your choice".
+    pub(crate) fn load_checked(dir: &Path) -> Result<Option<Settings>> {
+        if fs::symlink_metadata(dir).is_ok() {
+            crate::queue::check_dir(dir)?;
+        }
+        Self::load(dir)
+    }
+
     /// Parses the text of a settings file.
     pub fn parse(text: &str) -> std::result::Result<Settings, String> {
         serde_json::from_str(text).map_err(|e| format!("not valid settings JSON ({e})"))

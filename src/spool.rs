@@ -14,10 +14,9 @@ use serde_json::{Map, Value};
 use crate::app::{default_dir, env_nonempty, host_var, validate_app_name};
 use crate::consent::{Consent, Persisted, debug_mode};
 use crate::context::Context;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Kind, Result};
 use crate::event::{Event, check_shape, drop_flat, validate_name};
 use crate::limits::Limits;
-use crate::privacy::Scrubber;
 use crate::queue::{Enqueued, NewEvent, Queue, QueueStats, QueuedEvent, ensure_dir};
 use crate::settings::Settings;
 use crate::time::{now_ms, rfc3339_ms};
@@ -51,6 +50,9 @@ const SETTINGS_RECHECK: Duration = Duration::from_millis(250);
 /// How long a purge (`clear`, `disable`) waits for other connections to let the WAL
 /// be truncated. A person is waiting, but no connection holds a read for long.
 const PURGE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long inspecting and purging wait for another process's write lock.
+const PURGE_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Whose environment a spool reads: a library host is never moved or redirected by
 /// the `SPOOL_*` variables, which configure the `spool` command only.
@@ -165,7 +167,6 @@ impl SpoolBuilder {
                 samples: self.samples,
                 state: Mutex::new(State::default()),
                 context: OnceLock::new(),
-                scrubber: OnceLock::new(),
                 session_id: uuid::Uuid::new_v4().to_string(),
                 failures: AtomicU64::new(0),
             }),
@@ -198,7 +199,6 @@ pub(crate) struct Inner {
     samples: Option<Samples>,
     state: Mutex<State>,
     context: OnceLock<Box<RawValue>>,
-    scrubber: OnceLock<Scrubber>,
     session_id: String,
     failures: AtomicU64,
 }
@@ -495,7 +495,8 @@ impl Spool {
                             return Ok(vec![Recorded::Disabled; rows.len()]);
                         }
                         tries += 1;
-                        if tries >= 3 {
+                        // Once more at most: `track` must not wait many lock timeouts.
+                        if tries >= 2 {
                             return Err(Kind::SettingsFile {
                                 path: settings_path,
                                 why: "kept changing while the event was recorded".into(),
@@ -553,8 +554,19 @@ impl Spool {
     /// When it returns, no byte of a purged event remains in any file of the queue
     /// directory (free pages, the write-ahead log, files set aside as corrupt).
     pub fn clear(&self) -> Result<u64> {
-        self.with_existing_queue(|q| q.purge(PURGE_WAIT))
-            .map(|n| n.unwrap_or(0))
+        // On a connection of its own, outside this spool's lock: a purge may wait
+        // seconds for other connections, and this spool's `track` must not wait too.
+        let dir = self.inner.require_dir()?;
+        let Some(mut queue) = Queue::open_existing(dir, PURGE_LOCK_WAIT)? else {
+            return Ok(0);
+        };
+        if let Some(note) = queue.recovered.take() {
+            let _ = self.with_state(|st, _| {
+                st.notes.push(note);
+                Ok(())
+            });
+        }
+        queue.purge(PURGE_WAIT)
     }
 
     /// Consent, directory, endpoint and queue figures. Creates nothing.
@@ -580,7 +592,9 @@ impl Spool {
     /// Persists the choice not to send telemetry and purges the queue; returns how
     /// many queued events were purged. Once it returns, nothing stays queued: an
     /// event another process or thread was recording at the same moment is either
-    /// purged or never committed.
+    /// purged or never committed. The choice is persisted first, so an error from the
+    /// purge (another process holding the queue open past the wait) leaves telemetry
+    /// off; running it again completes the purge.
     pub fn disable(&self) -> Result<u64> {
         self.set_choice(false)?;
         self.clear()
@@ -660,16 +674,18 @@ impl Spool {
         self.with_state(|st, inner| {
             if st.queue.is_none() {
                 let dir = inner.require_dir()?;
-                st.queue =
-                    Queue::open_existing(dir, inner.lock_timeout.max(Duration::from_secs(2)))?;
+                st.queue = Queue::open_existing(dir, inner.lock_timeout.max(PURGE_LOCK_WAIT))?;
                 if let Some(note) = st.queue.as_mut().and_then(|q| q.recovered.take()) {
                     st.notes.push(note);
                 }
             }
-            match st.queue.as_mut() {
-                Some(q) => f(q).map(Some),
-                None => Ok(None),
-            }
+            let Some(q) = st.queue.as_mut() else {
+                return Ok(None);
+            };
+            let result = f(q);
+            // The same connection records later: back to the recording lock wait.
+            q.set_busy(inner.lock_timeout)?;
+            result.map(Some)
         })
     }
 }
@@ -709,8 +725,7 @@ impl Inner {
         mut props: Map<String, Value>,
         raw_keys: &std::collections::BTreeSet<String>,
     ) -> Map<String, Value> {
-        let scrubber = self.scrubber.get_or_init(Scrubber::for_current_user);
-        scrubber.scrub_properties(&mut props, |k| raw_keys.contains(k));
+        crate::privacy::current_user().scrub_properties(&mut props, |k| raw_keys.contains(k));
         props
     }
 
@@ -737,13 +752,7 @@ impl Inner {
             st.settings.checked = Some(now);
             return;
         }
-        // A queue directory that is not one (a file, a link, another user's) makes
-        // the settings in it unusable too; say so rather than "disabled by choice".
-        let usable = match std::fs::symlink_metadata(dir) {
-            Ok(_) => crate::queue::check_dir(dir),
-            Err(_) => Ok(()),
-        };
-        st.settings = match usable.and_then(|()| Settings::load(dir)) {
+        st.settings = match Settings::load_checked(dir) {
             Ok(value) => SettingsCache {
                 stamp,
                 checked: Some(now),
@@ -889,21 +898,18 @@ impl Inner {
     }
 
     fn queue<'s>(&self, st: &'s mut State) -> Result<&'s mut Queue> {
-        if st.queue.is_none() {
-            let mut queue = Queue::open(self.require_dir()?, self.lock_timeout)?;
-            if let Some(note) = queue.recovered.take() {
-                st.notes.push(note);
-            }
-            // Once a checkpointer thread runs, it checkpoints instead of this
-            // connection (see request_checkpoint).
-            if st.checkpointer.is_some() {
-                let _ = queue.set_autocheckpoint(0);
-            }
-            st.queue = Some(queue);
+        if let Some(queue) = st.queue.take() {
+            return Ok(st.queue.insert(queue));
         }
-        // Just opened above, so always Some.
-        st.queue
-            .as_mut()
-            .ok_or_else(|| Error::from(Kind::NoHomeDir))
+        let mut queue = Queue::open(self.require_dir()?, self.lock_timeout)?;
+        if let Some(note) = queue.recovered.take() {
+            st.notes.push(note);
+        }
+        // Once a checkpointer thread runs, it checkpoints instead of this
+        // connection (see request_checkpoint).
+        if st.checkpointer.is_some() {
+            let _ = queue.set_autocheckpoint(0);
+        }
+        Ok(st.queue.insert(queue))
     }
 }

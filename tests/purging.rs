@@ -31,6 +31,13 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<String> {
 /// file set aside as corrupt that also holds the marker: every place old bytes hide.
 fn queue_with_marked_events(dir: &std::path::Path, marker: &str) -> Spool {
     let host = Spool::builder("spool").dir(dir).build();
+    // Delivered and deleted first: their pages are free, not gone.
+    for i in 0..100 {
+        host.track(Event::new("sent").property("note", format!("{marker} sent {i}")));
+    }
+    let server = crate::util::TestServer::answering(200);
+    spool(dir).args(["flush", "--endpoint", &server.url]).ok();
+    assert_eq!(server.ids().len(), 100);
     for i in 0..150 {
         host.track(
             Event::new("marked")
@@ -200,4 +207,64 @@ fn recording_resumes_after_a_full_wal_while_the_host_keeps_tracking() {
         recorded >= 8,
         "only {recorded} of ~13 events recorded once the reader left"
     );
+}
+
+#[test]
+fn a_purge_that_another_connection_blocks_says_so_and_completes_when_run_again() {
+    let (_t, dir) = temp();
+    let marker = "zqxmarkerpinned";
+    let _host = queue_with_marked_events(&dir, marker);
+    // Another process's connection holds a read transaction: the WAL cannot be
+    // truncated past its snapshot, so old pages would stay in it.
+    let mut reader = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+    let tx = reader.transaction().unwrap();
+    let _: i64 = tx
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    let line = spool(&dir).args(["clear"]).fails_with(1);
+    assert!(line.contains("holds it open"), "{line}");
+    assert!(
+        queued(&dir).is_empty(),
+        "the events are gone from the queue"
+    );
+    tx.commit().unwrap();
+    drop(reader);
+    spool(&dir).args(["clear"]).ok();
+    assert_eq!(
+        files_containing(&dir, marker.as_bytes()),
+        Vec::<String>::new(),
+        "purged payload bytes remain"
+    );
+}
+
+#[test]
+fn a_slow_purge_never_holds_up_the_same_hosts_track() {
+    let (_t, dir) = temp();
+    let host = Spool::builder("spool").dir(&dir).build();
+    host.track(Event::new("first"));
+    // A reader pins the WAL, so the purge waits its full time for the truncation.
+    let mut reader = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+    let tx = reader.transaction().unwrap();
+    let _: i64 = tx
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    let purging = {
+        let host = host.clone();
+        std::thread::spawn(move || host.clear())
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut slowest = Duration::ZERO;
+    for i in 0..10 {
+        let t = Instant::now();
+        host.track(Event::new("meanwhile").property("i", i));
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(!purging.is_finished(), "the purge was still waiting");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "track waited {slowest:?}"
+    );
+    tx.commit().unwrap();
+    drop(reader);
+    let _ = purging.join().unwrap();
 }

@@ -124,3 +124,33 @@ fn spool_variables_never_move_or_redirect_a_library_host() {
         1
     );
 }
+
+#[test]
+fn a_detached_flush_drains_the_queue_it_was_asked_to_whatever_the_child_inherits() {
+    let (_t, dir) = temp();
+    let (_t2, other) = temp();
+    crate::util::fill(&dir, 3);
+    let other_ids = crate::util::fill(&other, 2);
+    let server = TestServer::answering(200);
+    // `spool --dir X flush --detach` while the shell also has the app's own variable
+    // pointing at Y: the child must drain X, not Y.
+    let out = spool(&dir)
+        .env("SPOOL_TELEMETRY_DIR", &other)
+        .args(["flush", "--detach", "--endpoint", &server.url])
+        .ok();
+    assert!(out.contains("pid"), "{out}");
+    let t0 = std::time::Instant::now();
+    while !queued(&dir).is_empty() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the detached child did not drain the queue it was given"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(server.ids().len(), 3);
+    let still: Vec<String> = queued(&other)
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(still, other_ids, "the other queue was not touched");
+}

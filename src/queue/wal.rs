@@ -10,6 +10,12 @@ use super::Queue;
 use crate::error::{Error, Result};
 
 impl Queue {
+    /// Sets how long statements on this connection wait for another's lock.
+    pub fn set_busy(&mut self, wait: Duration) -> Result<()> {
+        let path = self.path.clone();
+        set_busy_wait(&mut self.conn, wait).map_err(|e| Error::queue(path, e))
+    }
+
     /// Keeps the WAL short for the next fresh process. Only recording opens do this:
     /// the checkpoint blocks writers while it runs, and readers opening in a loop
     /// (`spool list`, a flusher) must not stall recording hosts.
