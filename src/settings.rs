@@ -126,23 +126,33 @@ impl Settings {
         Self::load(dir)
     }
 
+    /// Changes the settings in `dir` with `f`, read and written under an exclusive
+    /// lock on the directory, so two writers never lose each other's change (a host
+    /// saving its endpoint can never put back a choice `spool disable` just replaced).
+    /// Writes only if `f` changed something. Returns the settings now in the file and
+    /// the file's metadata as this call left it (`None` if there is still no file).
+    pub(crate) fn update(
+        dir: &Path,
+        f: impl FnOnce(&mut Settings),
+    ) -> Result<(Settings, Option<fs::Metadata>)> {
+        let _lock = DirLock::exclusive(dir)?;
+        let current = Self::load(dir)?;
+        let mut next = current.clone().unwrap_or_default();
+        f(&mut next);
+        if current.as_ref() != Some(&next) {
+            next.write(dir)?;
+        }
+        // Under the lock, nobody else's write can come between the rename and this.
+        let meta = fs::metadata(Self::path(dir)).ok();
+        Ok((next, meta))
+    }
+
     /// Parses the text of a settings file.
     pub fn parse(text: &str) -> std::result::Result<Settings, String> {
         serde_json::from_str(text).map_err(|e| format!("not valid settings JSON ({e})"))
     }
 
-    /// Writes the settings to `dir` atomically, mode 0600.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        self.write(dir, false).map(|_| ())
-    }
-
-    /// Writes the settings only if no file exists yet; returns false if one did. Used
-    /// for the first write so two processes starting at once agree on one anonymous id.
-    pub fn create(&self, dir: &Path) -> Result<bool> {
-        self.write(dir, true)
-    }
-
-    fn write(&self, dir: &Path, only_if_absent: bool) -> Result<bool> {
+    fn write(&self, dir: &Path) -> Result<()> {
         let path = Self::path(dir);
         let mut text = serde_json::to_string_pretty(self).map_err(|e| Kind::SettingsFile {
             path: path.clone(),
@@ -161,15 +171,35 @@ impl Settings {
         tmp.as_file()
             .sync_all()
             .map_err(|e| Error::io(tmp.path(), e))?;
-        if only_if_absent {
-            match tmp.persist_noclobber(&path) {
-                Ok(_) => Ok(true),
-                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(Error::io(path, e.error)),
+        tmp.persist(&path).map_err(|e| Error::io(path, e.error))?;
+        Ok(())
+    }
+}
+
+/// An exclusive `flock` on the queue directory, held while settings are read and
+/// rewritten; released when dropped. Only writers take it: readers see whole files
+/// anyway, thanks to the atomic rename.
+struct DirLock {
+    #[cfg(unix)]
+    _dir: fs::File,
+}
+
+impl DirLock {
+    fn exclusive(dir: &Path) -> Result<DirLock> {
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd;
+            let file = fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
+            // SAFETY: flock on a descriptor we own; the lock goes with the descriptor.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                return Err(Error::io(dir, std::io::Error::last_os_error()));
             }
-        } else {
-            tmp.persist(&path).map_err(|e| Error::io(path, e.error))?;
-            Ok(true)
+            Ok(DirLock { _dir: file })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = dir;
+            Ok(DirLock {})
         }
     }
 }
@@ -186,35 +216,55 @@ mod tests {
             r#"{"telemetry": false, "theme": "dark"}"#,
         )
         .unwrap();
-        let mut s = Settings::load(dir.path()).unwrap().unwrap();
+        let s = Settings::load(dir.path()).unwrap().unwrap();
         assert_eq!(s.telemetry, Some(false));
-        s.anonymous_id = Some("abc".into());
-        s.save(dir.path()).unwrap();
+        Settings::update(dir.path(), |s| s.anonymous_id = Some("abc".into())).unwrap();
         let text = fs::read_to_string(Settings::path(dir.path())).unwrap();
         assert!(text.contains("\"telemetry\": false"), "{text}");
         assert!(text.contains("\"theme\": \"dark\""), "{text}");
     }
 
     #[test]
-    fn create_does_not_clobber() {
+    fn concurrent_updates_never_lose_each_other() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Settings {
-            anonymous_id: Some("a".into()),
-            ..Default::default()
-        };
-        let b = Settings {
-            anonymous_id: Some("b".into()),
-            ..Default::default()
-        };
-        assert!(a.create(dir.path()).unwrap());
-        assert!(!b.create(dir.path()).unwrap());
+        let path = dir.path().to_path_buf();
+        // One writer flips the choice, another keeps saving the host's endpoint from
+        // what it read: with a read-modify-write under the lock, both survive.
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        Settings::update(&path, |s| {
+                            if w == 0 {
+                                s.telemetry = Some(i % 2 == 1);
+                            } else {
+                                s.endpoint = Some(format!("https://e/{i}"));
+                            }
+                        })
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let s = Settings::load(&path).unwrap().unwrap();
+        assert_eq!(s.telemetry, Some(true));
+        assert_eq!(s.endpoint.as_deref(), Some("https://e/199"));
+        // The first writer's id is the one everybody keeps.
+        let (a, _) = Settings::update(&path, |s| {
+            s.anonymous_id.get_or_insert_with(|| "a".into());
+        })
+        .unwrap();
+        let (b, _) = Settings::update(&path, |s| {
+            s.anonymous_id.get_or_insert_with(|| "b".into());
+        })
+        .unwrap();
         assert_eq!(
-            Settings::load(dir.path())
-                .unwrap()
-                .unwrap()
-                .anonymous_id
-                .as_deref(),
-            Some("a")
+            (a.anonymous_id, b.anonymous_id),
+            (Some("a".into()), Some("a".into()))
         );
     }
 

@@ -401,7 +401,13 @@ impl Spool {
                     .and_then(|s| s.anonymous_id.clone())
                     .unwrap_or_else(|| "debug".into())
             } else {
-                inner.sync_settings(st)?
+                let id = inner.sync_settings(st)?;
+                // Syncing may have read a newer file (a choice made meanwhile).
+                let persisted = inner.persisted_choice(st);
+                if !Consent::from_env_with(&inner.app, &persisted).enabled {
+                    return Ok(vec![Recorded::Disabled; events.len()]);
+                }
+                id
             };
             let now = now_ms();
             let mut payloads = Vec::with_capacity(events.len());
@@ -604,9 +610,7 @@ impl Spool {
         self.with_state(|st, inner| {
             let dir = inner.require_dir()?;
             ensure_dir(dir)?;
-            let mut settings = Settings::load(dir)?.unwrap_or_default();
-            settings.telemetry = Some(on);
-            settings.save(dir)?;
+            Settings::update(dir, |s| s.telemetry = Some(on))?;
             st.settings = SettingsCache::default();
             Ok(())
         })
@@ -654,9 +658,7 @@ impl Spool {
         self.with_state(|st, inner| {
             let dir = inner.require_dir()?;
             ensure_dir(dir)?;
-            let mut settings = Settings::load(dir)?.unwrap_or_default();
-            f(&mut settings);
-            settings.save(dir)?;
+            Settings::update(dir, f)?;
             st.settings = SettingsCache::default();
             Ok(())
         })
@@ -692,12 +694,15 @@ impl Spool {
 
 /// The [`Stamp`] of a file, `None` if it does not exist.
 fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
+    std::fs::metadata(path).ok().as_ref().map(stamp_of)
+}
+
+fn stamp_of(m: &std::fs::Metadata) -> Stamp {
     #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&m);
+    let ino = std::os::unix::fs::MetadataExt::ino(m);
     #[cfg(not(unix))]
     let ino = 0;
-    Some((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), ino))
+    (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), ino)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -810,40 +815,40 @@ impl Inner {
         ensure_dir(dir)?;
         // Fresh: consent was just decided from it in this same call.
         self.refresh_settings(st);
-        let current = st.settings.value.clone();
-        // `telemetry` stays absent until the user decides: recording is not a choice.
-        let mut next = current.clone().unwrap_or_default();
-        if next.anonymous_id.is_none() {
-            next.anonymous_id = Some(uuid::Uuid::new_v4().to_string());
-        }
-        if self.endpoint.is_some() {
-            next.endpoint.clone_from(&self.endpoint);
-        }
-        if self.tool.is_some() {
-            next.tool.clone_from(&self.tool);
-        }
-        if self.limits.is_some() {
-            next.limits.clone_from(&self.limits);
-        }
-        if current.is_none() {
-            // Two processes starting at once must agree on one anonymous id.
-            if !next.create(dir)? {
-                let mut theirs = Settings::load(dir)?.unwrap_or_default();
-                if theirs.anonymous_id.is_none() {
-                    theirs.anonymous_id = next.anonymous_id.clone();
-                    theirs.save(dir)?;
-                }
-                next = theirs;
+        // Only the host's own fields and a missing anonymous id; `telemetry` stays
+        // absent until the user decides: recording is not a choice.
+        let host_fields = |s: &mut Settings| {
+            if s.anonymous_id.is_none() {
+                s.anonymous_id = Some(uuid::Uuid::new_v4().to_string());
             }
-        } else if current.as_ref() != Some(&next) {
-            next.save(dir)?;
-        }
-        // Remember what is on disk now without reading it back.
-        st.settings = SettingsCache {
-            stamp: stamp(&Settings::path(dir)),
-            checked: Some(Instant::now()),
-            value: Some(next.clone()),
-            unreadable: None,
+            if self.endpoint.is_some() {
+                s.endpoint.clone_from(&self.endpoint);
+            }
+            if self.tool.is_some() {
+                s.tool.clone_from(&self.tool);
+            }
+            if self.limits.is_some() {
+                s.limits.clone_from(&self.limits);
+            }
+        };
+        let current = st.settings.value.clone();
+        let mut wanted = current.clone().unwrap_or_default();
+        host_fields(&mut wanted);
+        let next = if current.as_ref() == Some(&wanted) {
+            // Nothing to write: the cache (value and stamp, read together) stands.
+            wanted
+        } else {
+            // Read, change and write under the directory's lock, so two processes
+            // starting at once agree on one anonymous id and no user's choice made
+            // meanwhile is written over. The stamp is of the file this left.
+            let (next, meta) = Settings::update(dir, host_fields)?;
+            st.settings = SettingsCache {
+                stamp: meta.as_ref().map(stamp_of),
+                checked: Some(Instant::now()),
+                value: Some(next.clone()),
+                unreadable: None,
+            };
+            next
         };
         st.synced = true;
         next.anonymous_id.ok_or_else(|| {

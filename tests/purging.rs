@@ -100,22 +100,37 @@ fn nothing_recorded_while_disable_runs_stays_queued() {
         .build()
         .track(Event::new("first"));
     // Four long-running hosts, each its own spool (own connection, own settings
-    // cache), recording as fast as they can while `spool disable` runs.
+    // cache), recording as fast as they can while `spool disable` runs; each starts
+    // afresh every 20 events, as a new process would (its first event syncs the
+    // settings file). And two loops of `spool track` processes beside them.
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..4)
+    let mut writers: Vec<_> = (0..4)
         .map(|w| {
             let (dir, stop) = (dir.clone(), stop.clone());
             std::thread::spawn(move || {
-                let host = Spool::builder("spool").dir(&dir).build();
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    host.track(Event::new("racing").property("writer", w));
-                    n += 1;
+                    let host = Spool::builder("spool").dir(&dir).build();
+                    for _ in 0..20 {
+                        host.track(Event::new("racing").property("writer", w));
+                        n += 1;
+                    }
                 }
                 n
             })
         })
         .collect();
+    writers.extend((0..2).map(|_| {
+        let (dir, stop) = (dir.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = spool(&dir).args(["track", "racing-process"]).run();
+                n += 1;
+            }
+            n
+        })
+    }));
     std::thread::sleep(Duration::from_millis(300));
     assert!(!queued(&dir).is_empty(), "the writers are recording");
     spool(&dir).args(["disable"]).ok();
