@@ -7,7 +7,7 @@ use crate::util::{
     Reply, TestServer, assert_delivered_once, fill, queued, refused_url, spool, status, temp,
 };
 
-fn flush(dir: &std::path::Path, url: &str) -> crate::util::Spool {
+fn flush(dir: &std::path::Path, url: &str) -> crate::util::SpoolCmd {
     spool(dir).args(["flush", "--endpoint", url])
 }
 

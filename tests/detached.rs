@@ -9,8 +9,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    TestServer, assert_delivered_once, clean_command, example_bin, exited, files_in, fill, queued,
-    run_clean, spool, spool_bin, temp,
+    TestServer, assert_delivered_once, clean_command, detached_pid, example_bin, exited, files_in,
+    fill, queued, run_clean, spool, spool_bin, temp, wait_exited,
 };
 
 /// `spool flush --detach` against `dir` as a host that ignores SIGALRM and SIGTERM (both
@@ -40,30 +40,6 @@ fn stalling_host(dir: &Path, url: &str, lifetime: &str) -> Command {
     cmd
 }
 
-/// The pid in `Flushing in the background (pid N).`.
-#[track_caller]
-fn detached_pid(stdout: &str) -> u32 {
-    stdout
-        .trim()
-        .trim_start_matches("Flushing in the background (pid ")
-        .trim_end_matches(").")
-        .parse()
-        .expect(stdout)
-}
-
-/// Waits for `pid` to be gone, failing after `within`.
-#[track_caller]
-fn wait_gone(pid: u32, since: Instant, within: Duration) {
-    while !exited(pid) {
-        assert!(
-            since.elapsed() < within,
-            "detached child {pid} still alive after {:?}",
-            since.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 // Regression: the lifetime was an alarm, so a host ignoring SIGALRM kept a stuck
 // detached flusher alive (20 s for a 2 s lifetime).
 #[test]
@@ -78,7 +54,7 @@ fn a_host_ignoring_sigalrm_and_sigterm_cannot_keep_its_detached_flusher_past_its
     std::thread::sleep(Duration::from_millis(500));
     assert!(!exited(pid), "the child should still be inside its flush");
     // Lifetime 2 s; the stall would hold it for a minute.
-    wait_gone(pid, t, Duration::from_secs(5));
+    wait_exited(pid, t, Duration::from_secs(5));
     assert_eq!(server.connections(), 0);
     // Nothing lost, and the dead child's lease does not stand in the way.
     let out = spool(&dir).args(["flush", "--endpoint", &server.url]).ok();
@@ -193,7 +169,7 @@ fn a_detached_childs_ticket_serves_once_and_stale_tickets_are_swept() {
     );
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
-    wait_gone(pid, t, Duration::from_secs(8));
+    wait_exited(pid, t, Duration::from_secs(8));
 }
 
 // Regression: a descriptor the host left inheritable reached the detached child, so
@@ -243,5 +219,5 @@ fn a_hosts_pipes_close_when_it_exits_though_its_detached_child_lives_on() {
         !exited(pid),
         "the child should still be alive, inside its 5 s"
     );
-    wait_gone(pid, t, Duration::from_secs(9));
+    wait_exited(pid, t, Duration::from_secs(9));
 }

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::util::{Reply, TestServer, assert_delivered_once, exited, fill, queued, spool, temp};
+use crate::util::{
+    Reply, TestServer, assert_delivered_once, detached_pid, fill, queued, spool, temp, wait_exited,
+};
 
 #[test]
 fn sigkill_mid_request_lets_the_next_flush_take_over_at_once() {
@@ -123,20 +125,9 @@ fn detached_child_ends_within_its_lifetime_when_the_endpoint_hangs() {
         "the parent waited: {:?}",
         t.elapsed()
     );
-    let pid: u32 = out
-        .trim()
-        .trim_start_matches("Flushing in the background (pid ")
-        .trim_end_matches(").")
-        .parse()
-        .expect(&out);
+    let pid = detached_pid(&out);
     server.wait_for_requests(1, Duration::from_secs(5));
-    while !exited(pid) {
-        assert!(
-            t.elapsed() < Duration::from_secs(6),
-            "detached child {pid} outlived its lifetime"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_exited(pid, t, Duration::from_secs(6));
     assert_eq!(queued(&dir).len(), 5, "events stay queued after the hang");
 }
 

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, Parser};
 use serde_json::Value;
 
-use crate::util::{Reply, TestServer, example_bin, files_in, refused_url, run_clean, temp};
+use crate::util::{
+    Reply, TestServer, example_bin, files_in, refused_url, run_clean, temp, wait_exited,
+};
 
 fn job_runner(
     dir: &std::path::Path,
@@ -380,16 +382,6 @@ fn lease_holder(dir: &std::path::Path) -> Option<u32> {
         .ok()
 }
 
-fn alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only probes for existence.
-    let exists = unsafe { libc::kill(pid as i32, 0) } == 0;
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    });
-    exists && !zombie
-}
-
 #[test]
 fn devtool_exits_at_once_with_a_hanging_endpoint_and_its_child_delivers_later() {
     let (_t, dir) = temp();
@@ -407,14 +399,7 @@ fn devtool_exits_at_once_with_a_hanging_endpoint_and_its_child_delivers_later() 
     server.wait_for_requests(1, Duration::from_secs(5));
     let child = lease_holder(&dir).expect("the detached child holds the lease while it sends");
     wait_for_events(&server, &["session"], Duration::from_secs(10));
-    let t = Instant::now();
-    while alive(child) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "detached child {child} did not exit"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_exited(child, Instant::now(), Duration::from_secs(10));
     assert!(lease_holder(&dir).is_none(), "the lease was given back");
 }
 

@@ -19,6 +19,11 @@
 //! - `whose_environment`: app names checked before any path; `SPOOL_*` never moves a host
 //! - `input_and_messages`: one-line errors naming the real cause once, help, no noise
 //! - `host_integration`: the example hosts end to end, mounted commands, the notice
+//!
+//! Helpers in `util`: `cli` (the `spool` command builder `SpoolCmd`), `server` (the
+//! loopback `TestServer` with real faults), `children` (child writers, limits on a
+//! child, a silent resolver, `exited`/`wait_exited`); temp dirs and queue views in
+//! `util` itself.
 // Tests state what they expect with unwrap: a failure there is the test failing.
 #![allow(clippy::unwrap_used)]
 

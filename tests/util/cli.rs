@@ -1,0 +1,176 @@
+//! The `spool` binary and the example hosts as commands with a clean environment.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The arguments of one `job_runner` job (`examples/job_runner.rs`).
+pub const JOB: [&str; 7] = [
+    "run",
+    "--owner",
+    "acme",
+    "--project",
+    "web",
+    "--package-manager",
+    "cargo",
+];
+
+/// Path of the `spool` binary under test.
+pub fn spool_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_spool")
+}
+
+/// A `spool` invocation with a clean environment: nothing from the machine (CI=true,
+/// DO_NOT_TRACK, SPOOL_*) leaks in unless a test sets it.
+pub struct SpoolCmd {
+    cmd: Command,
+}
+
+/// A `spool` command against `dir`.
+pub fn spool(dir: &Path) -> SpoolCmd {
+    let mut cmd = clean_command(Path::new(spool_bin()));
+    cmd.arg("--dir").arg(dir);
+    SpoolCmd { cmd }
+}
+
+/// A `spool` command with no `--dir` and `HOME` set to `home`: its queue goes to the
+/// app's config directory under that home, as on a user's machine.
+pub fn spool_at_home(home: &Path) -> SpoolCmd {
+    let mut cmd = clean_command(Path::new(spool_bin()));
+    cmd.env("HOME", home);
+    SpoolCmd { cmd }
+}
+
+/// A command with only PATH, HOME, USER and LANG from this environment.
+pub fn clean_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    for keep in ["PATH", "HOME", "USER", "LANG"] {
+        if let Ok(v) = std::env::var(keep) {
+            cmd.env(keep, v);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Path of an example binary (`cargo test` builds the examples beside the tests).
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let target = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = target.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo test` (it builds the examples)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `program` with a clean environment plus `env`, returning its output.
+pub fn run_clean(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = clean_command(program);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("runs")
+}
+
+impl SpoolCmd {
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn env_remove(mut self, k: &str) -> Self {
+        self.cmd.env_remove(k);
+        self
+    }
+
+    pub fn run(mut self) -> Output {
+        self.cmd.output().expect("spool runs")
+    }
+
+    pub fn spawn(mut self) -> std::process::Child {
+        self.cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spool starts")
+    }
+
+    /// Runs, asserts exit 0, returns stdout.
+    #[track_caller]
+    pub fn ok(self) -> String {
+        let out = self.run();
+        assert!(
+            out.status.success(),
+            "spool failed: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 stdout")
+    }
+
+    /// [`SpoolCmd::fails`], also asserting the exit code.
+    #[track_caller]
+    pub fn fails_with(self, code: i32) -> String {
+        let out = self.run();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        one_line_failure(out)
+    }
+
+    /// Runs, asserts a non-zero exit with exactly one line on stderr naming the
+    /// problem (no panic, no backtrace); returns that line.
+    #[track_caller]
+    pub fn fails(self) -> String {
+        one_line_failure(self.run())
+    }
+}
+
+#[track_caller]
+fn one_line_failure(out: Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_ne!(out.status.code(), None, "killed by a signal: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "panic: {stderr}"
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "want one line, got: {stderr:?}"
+    );
+    assert!(stderr.starts_with("spool: error: "), "{stderr}");
+    stderr.trim_end().to_string()
+}
+
+/// The pid in `spool flush --detach`'s line, `Flushing in the background (pid N).`.
+#[track_caller]
+pub fn detached_pid(stdout: &str) -> u32 {
+    stdout
+        .trim()
+        .trim_start_matches("Flushing in the background (pid ")
+        .trim_end_matches(").")
+        .parse()
+        .expect(stdout)
+}

@@ -1,0 +1,122 @@
+//! Shared test helpers, one file per concern:
+//! - `cli`: the `spool` command builder ([`SpoolCmd`]) and clean commands for the example hosts
+//! - `server`: [`TestServer`], a loopback HTTP server with real faults
+//! - `children`: child writer processes, limits on a child, a silent resolver, and
+//!   [`exited`], the one process-liveness check
+//!
+//! Here: temp dirs and small views of a queue directory.
+
+mod children;
+mod cli;
+mod server;
+
+pub use children::*;
+pub use cli::*;
+pub use server::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Every file and directory under `root`, relative to it, sorted (links not followed).
+pub fn tree(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap_or(&p).display().to_string());
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The queue as `spool list --json` sees it: one JSON object per event.
+#[track_caller]
+pub fn queued(dir: &Path) -> Vec<Value> {
+    spool(dir)
+        .args(["list", "--json"])
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("list --json line is JSON"))
+        .collect()
+}
+
+/// Names of the entries in `dir` (empty if it does not exist).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    names
+}
+
+/// Records `n` events in-process through the library, fast.
+pub fn fill(dir: &Path, n: usize) -> Vec<String> {
+    let spool = eventspool::Spool::builder("spool").dir(dir).build();
+    let events = (0..n)
+        .map(|i| eventspool::Event::new("filled").property("i", i as u64))
+        .collect();
+    spool
+        .try_track_batch(events)
+        .expect("fill")
+        .into_iter()
+        .map(|r| match r {
+            eventspool::Recorded::Queued(id) => id,
+            other => panic!("not queued: {other:?}"),
+        })
+        .collect()
+}
+
+/// The account database's name for the user running the tests (`id -un`).
+pub fn account_name() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id runs");
+    assert!(out.status.success(), "id -un failed");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
+/// A fresh temp dir and the queue directory inside it (not yet created).
+pub fn temp() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let q = t.path().join("queue");
+    (t, q)
+}
+
+/// `spool status --json` as a value.
+#[track_caller]
+pub fn status(dir: &Path) -> Value {
+    serde_json::from_str(&spool(dir).args(["status", "--json"]).ok()).expect("status JSON")
+}
+
+/// Every id in the queue file, read directly with SQLite, oldest first.
+pub fn ids_in_queue_file(dir: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join("queue.db")).expect("open queue");
+    let mut st = conn
+        .prepare("SELECT id FROM events ORDER BY seq")
+        .expect("prepare");
+    st.query_map([], |r| r.get(0))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect()
+}
+
+/// `PRAGMA quick_check` of the queue file.
+pub fn quick_check(dir: &Path) -> String {
+    let conn = rusqlite::Connection::open(dir.join("queue.db")).expect("open queue");
+    conn.query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .expect("quick_check")
+}
