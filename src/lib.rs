@@ -50,7 +50,6 @@
 #![deny(missing_docs)]
 
 mod app;
-mod background;
 mod cli;
 mod collector;
 mod consent;
@@ -58,7 +57,7 @@ mod context;
 mod delivery;
 mod error;
 mod event;
-mod flusher;
+mod flush;
 mod fsize;
 mod limits;
 mod notice;
@@ -70,10 +69,6 @@ mod spool;
 mod time;
 
 pub use app::{MAX_APP_NAME_LEN, default_dir, validate_app_name};
-pub use background::{
-    BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, DETACHED_ENV, Detached, Skipped,
-    detached_flush_hook,
-};
 pub use cli::{
     Cli, Command, Global, TelemetryCommand, main as cli_main, parse_property_arg, report,
     report_as, spool_for, usage_error,
@@ -87,7 +82,10 @@ pub use delivery::{
 };
 pub use error::{Error, Result};
 pub use event::{Event, MAX_DEPTH, MAX_NAME_LEN, Payload, validate_name};
-pub use flusher::{FlushEnd, FlushOptions, FlushReport, Progress};
+pub use flush::{
+    BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, DETACHED_ENV, Detached, FlushEnd, FlushOptions,
+    FlushReport, Progress, Skipped, detached_flush_hook,
+};
 pub use limits::{LIMIT_ENV_VARS, Limits, parse_count, parse_duration, parse_size};
 pub use privacy::{MAX_ERROR_CHARS, Scrubber, is_error_key};
 pub use queue::{QUEUE_FILE, QueueStats, QueuedEvent};

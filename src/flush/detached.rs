@@ -1,19 +1,16 @@
-//! Host integration: a background flusher with a bounded close, and a detached flush
-//! that hands the work to a child process so the host can exit at once.
+//! A detached flush: the host re-runs itself as a child that flushes and ends at a
+//! hard lifetime, so the host can exit at once.
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::error::{Error, Kind, Result};
-use crate::flusher::FlushOptions;
+use crate::flush::FlushOptions;
 use crate::queue::Queue;
 use crate::spool::Spool;
 use crate::time::now_ms;
@@ -26,85 +23,9 @@ pub const DETACHED_ENV: &str = "EVENTSPOOL_DETACHED_FLUSH";
 /// Default hard lifetime of a detached flusher.
 pub const DEFAULT_DETACHED_LIFETIME: Duration = Duration::from_secs(30);
 
-static HOOK_INSTALLED: AtomicBool = AtomicBool::new(false);
-
-/// A flusher running on its own thread; see [`Spool::start_background_flusher`].
-pub struct BackgroundFlusher {
-    stop: Option<watch::Sender<Option<Instant>>>,
-    done: mpsc::Receiver<()>,
-}
-
-impl BackgroundFlusher {
-    /// Stops the flusher: the request in flight is abandoned (its events stay queued),
-    /// one last flush runs within what is left of `timeout`, and this returns after at
-    /// most `timeout`. Returns true if and only if the flusher finished in time.
-    pub fn close(mut self, timeout: Duration) -> bool {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(Some(Instant::now() + timeout));
-        }
-        self.done.recv_timeout(timeout).is_ok()
-    }
-}
-
-impl Drop for BackgroundFlusher {
-    fn drop(&mut self) {
-        // Dropped without close: stop at once, no final flush, never wait.
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(Some(Instant::now()));
-        }
-    }
-}
+pub(super) static HOOK_INSTALLED: AtomicBool = AtomicBool::new(false);
 
 impl Spool {
-    /// Flushes every `every` on a background thread with its own runtime, until
-    /// [`BackgroundFlusher::close`]. Nothing is started when telemetry is off.
-    pub fn start_background_flusher(&self, every: Duration) -> BackgroundFlusher {
-        let (stop_tx, mut stop_rx) = watch::channel(None::<Instant>);
-        let (done_tx, done_rx) = mpsc::channel();
-        if !self.consent().enabled {
-            let _ = done_tx.send(());
-            return BackgroundFlusher {
-                stop: Some(stop_tx),
-                done: done_rx,
-            };
-        }
-        let spool = self.clone();
-        let started = std::thread::Builder::new().name("eventspool-flush".into()).spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                rt.block_on(async {
-                    while stop_rx.borrow().is_none() {
-                        tokio::select! {
-                            r = spool.flush(FlushOptions::default()) => {
-                                if let Err(e) = r { log::debug!("eventspool: background flush: {e}"); }
-                            }
-                            r = stop_rx.changed() => if r.is_err() { return; },
-                        }
-                        if stop_rx.borrow().is_some() {
-                            break;
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep(every) => {}
-                            r = stop_rx.changed() => if r.is_err() { return; },
-                        }
-                    }
-                    let deadline = *stop_rx.borrow();
-                    if let Some(left) = deadline.map(|d| d.saturating_duration_since(Instant::now())).filter(|l| !l.is_zero()) {
-                        // A tenth is left for winding down, so `close` sees the end in time.
-                        let _ = tokio::time::timeout(left, spool.flush(FlushOptions::with_deadline(left.mul_f64(0.9)))).await;
-                    }
-                });
-            }
-            let _ = done_tx.send(());
-        });
-        if started.is_err() {
-            log::debug!("eventspool: could not start the background flusher thread");
-        }
-        BackgroundFlusher {
-            stop: Some(stop_tx),
-            done: done_rx,
-        }
-    }
-
     /// Hands the flush to a detached child process (this executable, re-run) so the
     /// host can exit at once. The child holds the lease, flushes for at most
     /// `lifetime`, and ends itself at `lifetime` whatever it is doing and whatever the
@@ -153,7 +74,7 @@ impl Spool {
         if stats.events == 0 {
             return Ok(Detached::Skipped(Skipped::Empty));
         }
-        if let Some(until) = crate::flusher::backoff_in_force(&queue, &self.limits(), now)? {
+        if let Some(until) = crate::flush::backoff_in_force(&queue, &self.limits(), now)? {
             return Ok(Detached::Skipped(Skipped::BackingOff { until }));
         }
         if let Some((holder, _)) = queue

@@ -1,0 +1,88 @@
+//! A background flusher for a long-running host, with a bounded close.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::flush::FlushOptions;
+use crate::spool::Spool;
+
+/// A flusher running on its own thread; see [`Spool::start_background_flusher`].
+pub struct BackgroundFlusher {
+    stop: Option<watch::Sender<Option<Instant>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl BackgroundFlusher {
+    /// Stops the flusher: the request in flight is abandoned (its events stay queued),
+    /// one last flush runs within what is left of `timeout`, and this returns after at
+    /// most `timeout`. Returns true if and only if the flusher finished in time.
+    pub fn close(mut self, timeout: Duration) -> bool {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Some(Instant::now() + timeout));
+        }
+        self.done.recv_timeout(timeout).is_ok()
+    }
+}
+
+impl Drop for BackgroundFlusher {
+    fn drop(&mut self) {
+        // Dropped without close: stop at once, no final flush, never wait.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Some(Instant::now()));
+        }
+    }
+}
+
+impl Spool {
+    /// Flushes every `every` on a background thread with its own runtime, until
+    /// [`BackgroundFlusher::close`]. Nothing is started when telemetry is off.
+    pub fn start_background_flusher(&self, every: Duration) -> BackgroundFlusher {
+        let (stop_tx, mut stop_rx) = watch::channel(None::<Instant>);
+        let (done_tx, done_rx) = mpsc::channel();
+        if !self.consent().enabled {
+            let _ = done_tx.send(());
+            return BackgroundFlusher {
+                stop: Some(stop_tx),
+                done: done_rx,
+            };
+        }
+        let spool = self.clone();
+        let started = std::thread::Builder::new().name("eventspool-flush".into()).spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(async {
+                    while stop_rx.borrow().is_none() {
+                        tokio::select! {
+                            r = spool.flush(FlushOptions::default()) => {
+                                if let Err(e) = r { log::debug!("eventspool: background flush: {e}"); }
+                            }
+                            r = stop_rx.changed() => if r.is_err() { return; },
+                        }
+                        if stop_rx.borrow().is_some() {
+                            break;
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep(every) => {}
+                            r = stop_rx.changed() => if r.is_err() { return; },
+                        }
+                    }
+                    let deadline = *stop_rx.borrow();
+                    if let Some(left) = deadline.map(|d| d.saturating_duration_since(Instant::now())).filter(|l| !l.is_zero()) {
+                        // A tenth is left for winding down, so `close` sees the end in time.
+                        let _ = tokio::time::timeout(left, spool.flush(FlushOptions::with_deadline(left.mul_f64(0.9)))).await;
+                    }
+                });
+            }
+            let _ = done_tx.send(());
+        });
+        if started.is_err() {
+            log::debug!("eventspool: could not start the background flusher thread");
+        }
+        BackgroundFlusher {
+            stop: Some(stop_tx),
+            done: done_rx,
+        }
+    }
+}
