@@ -253,12 +253,15 @@ struct PayloadRef<'a> {
     properties: Map<String, Value>,
 }
 
-/// Everything `spool status` shows.
+/// Everything `spool status` shows; `spool status --json` is this, serialized.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Status {
     /// The app name.
     pub app: String,
-    /// Whether telemetry is on, and the rule that decided.
+    /// Whether telemetry is on, and the rule that decided (`enabled`, `rule`,
+    /// `reason` in JSON).
+    #[serde(flatten)]
     pub consent: Consent,
     /// True if and only if debug mode prints events instead of queueing them.
     pub debug: bool,

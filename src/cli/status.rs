@@ -3,7 +3,6 @@
 use std::io::Write;
 
 use clap::Args;
-use serde_json::json;
 
 use crate::{Spool, rfc3339_ms};
 
@@ -21,24 +20,7 @@ pub(super) fn run(spool: &Spool, args: StatusArgs, out: &mut dyn Write) -> anyho
     let q = &s.queue;
     let time = |ms: Option<i64>| ms.map(rfc3339_ms);
     if args.json {
-        let v = json!({
-            "app": s.app,
-            "enabled": s.consent.enabled,
-            "rule": s.consent.rule,
-            "reason": s.consent.reason,
-            "debug": s.debug,
-            "dir": s.dir,
-            "endpoint": s.endpoint,
-            "queued": q.events,
-            "bytes": q.bytes,
-            "oldest": time(q.oldest),
-            "sent": q.sent,
-            "dropped": q.dropped,
-            "not_before": time(q.not_before),
-            "last_flush": q.last_flush,
-            "failures": s.failures,
-        });
-        writeln!(out, "{v}")?;
+        writeln!(out, "{}", serde_json::to_string(&s)?)?;
         return Ok(());
     }
     let on = if s.consent.enabled {

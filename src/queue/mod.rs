@@ -64,20 +64,25 @@ pub struct QueuedEvent {
     pub payload: String,
 }
 
-/// What is in the queue and what happened to it.
+/// What is in the queue and what happened to it. Serialized as `spool status --json`
+/// shows it: `events` as `queued`, times as RFC 3339.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct QueueStats {
     /// Events queued.
+    #[serde(rename = "queued")]
     pub events: u64,
     /// Payload bytes queued.
     pub bytes: u64,
     /// When the oldest queued event was recorded, unix milliseconds.
+    #[serde(serialize_with = "crate::time::serialize_opt_rfc3339")]
     pub oldest: Option<i64>,
     /// Events dropped so far, by reason (`cap`, `age`, `attempts`, `rejected`, `too_large`).
     pub dropped: BTreeMap<String, u64>,
     /// Events delivered so far.
     pub sent: u64,
     /// No delivery before this time (server backoff), unix milliseconds.
+    #[serde(serialize_with = "crate::time::serialize_opt_rfc3339")]
     pub not_before: Option<i64>,
     /// The last flush's report as JSON, if any flush ran.
     pub last_flush: Option<serde_json::Value>,
