@@ -40,7 +40,7 @@ enum Cli {
     Uninstall,
     /// See, send or switch off the usage statistics devtool keeps
     #[command(subcommand)]
-    Telemetry(eventspool::TelemetryCommand),
+    Telemetry(eventspool::cli::TelemetryCommand),
 }
 
 fn spool() -> Spool {
@@ -86,15 +86,11 @@ fn session_event(
 
 /// Reads a number devtool keeps in its telemetry settings (beside the anonymous id).
 fn remembered(spool: &Spool, key: &str) -> Option<u64> {
-    spool
-        .settings()
-        .and_then(|s| s.other.get(key).and_then(Value::as_u64))
+    spool.host_value(key).as_ref().and_then(Value::as_u64)
 }
 
 fn remember(spool: &Spool, key: &str, value: u64) {
-    let _ = spool.update_settings(|s| {
-        s.other.insert(key.into(), value.into());
-    });
+    let _ = spool.set_host_value(key, value);
 }
 
 fn main() -> ExitCode {

@@ -35,7 +35,7 @@ enum Cli {
     },
     /// See, send or switch off the usage statistics jobrunner keeps
     #[command(subcommand)]
-    Telemetry(eventspool::TelemetryCommand),
+    Telemetry(eventspool::cli::TelemetryCommand),
 }
 
 #[derive(Args, Clone)]

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eventspool::{Collector, Event, FlushOptions, Spool};
+use eventspool::collector::Collector;
+use eventspool::{Event, FlushOptions, Spool};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     eventspool::detached_flush_hook();
@@ -22,7 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let endpoint = format!("http://{}/v1/events", listener.local_addr()?);
     let collector = Arc::new(Collector::new(Some(&received), false)?);
-    rt.spawn(eventspool::serve(listener, collector));
+    rt.spawn(eventspool::collector::serve(listener, collector));
     println!("1. local endpoint listening at {endpoint}");
 
     // 2. A host records events: each lands in the SQLite queue at once.

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 /// Where an event was recorded. No field names a person or a machine directly: the
-/// machine hash is a keyed hash of the hostname (see [`machine_hash`] for what that
+/// machine hash is a keyed hash of the hostname (see `machine_hash` for what that
 /// does and does not protect).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Context {

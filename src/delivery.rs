@@ -22,9 +22,9 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// loopback host (`localhost`, `127.0.0.0/8`, `[::1]`). Refused before any connection.
 ///
 /// ```
-/// assert!(eventspool::check_endpoint("https://t.example.com/v1/events").is_ok());
-/// assert!(eventspool::check_endpoint("http://127.0.0.1:8080/e").is_ok());
-/// assert!(eventspool::check_endpoint("http://t.example.com/e").is_err());
+/// assert!(eventspool::fuzzing::check_endpoint("https://t.example.com/v1/events").is_ok());
+/// assert!(eventspool::fuzzing::check_endpoint("http://127.0.0.1:8080/e").is_ok());
+/// assert!(eventspool::fuzzing::check_endpoint("http://t.example.com/e").is_err());
 /// ```
 pub fn check_endpoint(url: &str) -> Result<Url> {
     let bad = |why: &str| Kind::Endpoint {

@@ -80,7 +80,7 @@ pub(crate) fn drop_flat(props: Map<String, Value>) {
 /// A usage event a host records: a name and a JSON object of properties.
 ///
 /// Every string property is scrubbed of personal data before it is stored (see
-/// [`crate::Scrubber`]); [`Event::unscrubbed_property`] is the explicit way out.
+/// the scrubber); [`Event::unscrubbed_property`] is the explicit way out.
 ///
 /// ```
 /// use eventspool::Event;

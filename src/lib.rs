@@ -31,27 +31,27 @@
 //! }
 //! ```
 //!
-//! The tour:
+//! The tour, everything a host needs (one `pub use` block below):
 //! - recording: [`Spool::builder`], [`Spool::track`] / [`Spool::try_track`] /
-//!   [`Spool::track_batch`], the [`Event`] and its validation, the [`Payload`] sent;
-//! - consent: [`Consent`] (the opt-out rules), [`debug_mode`];
-//! - privacy and context: [`Scrubber`], [`Context`], [`machine_hash`];
+//!   [`Spool::track_batch`], the [`Event`] and the [`Payload`] sent;
+//! - consent: [`Consent`] (the opt-out rules and which one decided), [`Spool::enable`],
+//!   [`Spool::disable`];
+//! - inspection: [`Spool::list`], [`Spool::status`] ([`Status`], [`QueueStats`]);
 //! - limits and settings: [`Limits`] (with their environment overrides), [`Settings`]
-//!   (`config.json`);
-//! - delivery: [`Spool::flush`] / [`Spool::flush_blocking`] and the [`FlushReport`],
-//!   the policy functions ([`check_endpoint`], [`classify`], [`parse_retry_after`],
-//!   [`backoff`]);
-//! - host integration: [`Spool::start_background_flusher`], [`Spool::flush_detached`]
-//!   with [`detached_flush_hook`], [`Spool::notice_once`], [`Spool::schema`], and
-//!   [`TelemetryCommand`] to mount `status`/`list`/`show`/`clear`/`enable`/`disable`/
-//!   `flush`/`schema` in a host's own clap CLI;
-//! - the `spool` command line ([`Cli`], [`cli_main`]) and its development endpoint
-//!   ([`Collector`], [`serve`]).
+//!   (`config.json`, read-only: a host keeps its own small state with
+//!   [`Spool::set_host_value`]);
+//! - delivery: [`Spool::flush`] / [`Spool::flush_blocking`] ([`FlushOptions`],
+//!   [`FlushReport`]), [`Spool::start_background_flusher`] ([`BackgroundFlusher`]),
+//!   [`Spool::flush_detached`] with [`detached_flush_hook`];
+//! - what is sent: [`Spool::schema`] ([`Schema`]), [`Context`];
+//! - [`cli`]: the `spool` command line, and [`cli::TelemetryCommand`] to mount
+//!   `status`/`list`/`show`/`clear`/`enable`/`disable`/`flush`/`schema` in a host's
+//!   own clap CLI; [`collector`]: the development endpoint behind `spool serve`.
 #![deny(missing_docs)]
 
 mod app;
-mod cli;
-mod collector;
+pub mod cli;
+pub mod collector;
 mod consent;
 mod context;
 mod delivery;
@@ -68,28 +68,29 @@ mod settings;
 mod spool;
 mod time;
 
-pub use app::{MAX_APP_NAME_LEN, default_dir, validate_app_name};
-pub use cli::{
-    Cli, Command, Global, TelemetryCommand, main as cli_main, parse_property_arg, report,
-    report_as, spool_for, usage_error,
-};
-pub use collector::{Collector, serve};
-pub use consent::{Consent, debug_mode, env_prefix, is_falsy, is_truthy};
-pub use context::{Context, machine_hash};
-pub use delivery::{
-    GZIP_THRESHOLD, MAX_RESPONSE_BYTES, Outcome, backoff, check_endpoint, classify,
-    parse_retry_after,
-};
+/// The parsers of outside input and the delivery policy, for the fuzz target and the
+/// corpus replay only: not part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::delivery::{check_endpoint, classify, parse_retry_after};
+    pub use crate::event::validate_name;
+    pub use crate::limits::{parse_count, parse_duration, parse_size};
+    pub use crate::privacy::Scrubber;
+    pub use crate::time::now_ms;
+}
+
+pub use app::validate_app_name;
+pub use consent::Consent;
+pub use context::Context;
 pub use error::{Error, Result};
-pub use event::{Event, MAX_DEPTH, MAX_NAME_LEN, Payload, validate_name};
+pub use event::{Event, Payload};
 pub use flush::{
-    BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, DETACHED_ENV, Detached, FlushEnd, FlushOptions,
-    FlushReport, Progress, Skipped, detached_flush_hook,
+    BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, Detached, FlushEnd, FlushOptions, FlushReport,
+    Progress, Skipped, detached_flush_hook,
 };
-pub use limits::{LIMIT_ENV_VARS, Limits, parse_count, parse_duration, parse_size};
-pub use privacy::{MAX_ERROR_CHARS, Scrubber, is_error_key};
-pub use queue::{QUEUE_FILE, QueueStats, QueuedEvent};
+pub use limits::Limits;
+pub use queue::{QueueStats, QueuedEvent};
 pub use schema::{Field, Schema};
-pub use settings::{MAX_SETTINGS_BYTES, SETTINGS_FILE, Settings};
+pub use settings::Settings;
 pub use spool::{DEFAULT_LOCK_TIMEOUT, Recorded, Spool, SpoolBuilder, Status};
-pub use time::{now_ms, rfc3339_ms};

@@ -1,5 +1,5 @@
 //! The `spool` binary: all the work is in the library.
 
 fn main() -> std::process::ExitCode {
-    eventspool::cli_main()
+    eventspool::cli::main()
 }

@@ -367,6 +367,7 @@ impl Scrubber {
     /// shorter than three characters, or all digits is scrubbed only where it names a
     /// home directory (`/home/runner/`, `/Users/ci`); any other name wherever it
     /// occurs as a word.
+    #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
     pub fn new(home: Option<&str>, user: Option<&str>) -> Self {
         Self::with_user_names(home, user.map(str::to_string).into_iter().collect())
     }

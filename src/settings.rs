@@ -69,8 +69,11 @@ pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<fs::File> {
     opts.open(path)
 }
 
-/// The contents of `config.json`. Unknown fields are kept as they are.
+/// The contents of `config.json`, read-only to hosts: the file is written only by the
+/// user's choices, the library's own bookkeeping and [`crate::Spool::set_host_value`].
+/// Unknown fields are kept as they are.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Settings {
     /// The consent choice: `false` after `spool disable`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -90,6 +93,9 @@ pub struct Settings {
     /// True once the host's first-use notice has been shown.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub notice_shown: bool,
+    /// Small state the host keeps for itself ([`crate::Spool::set_host_value`]).
+    #[serde(skip_serializing_if = "Map::is_empty", default)]
+    pub host: Map<String, Value>,
     /// Fields this version does not know, preserved on rewrite.
     #[serde(flatten)]
     pub other: Map<String, Value>,
@@ -103,7 +109,7 @@ impl Settings {
 
     /// Reads the settings in `dir`; `Ok(None)` if there is no file yet. A file that is
     /// not a JSON object of the expected shape, not a regular file, or larger than
-    /// [`MAX_SETTINGS_BYTES`] is an error naming the file.
+    /// `MAX_SETTINGS_BYTES` (64 KiB) is an error naming the file.
     pub fn load(dir: &Path) -> Result<Option<Settings>> {
         let path = Self::path(dir);
         let text = match read_small_regular_file(&path, MAX_SETTINGS_BYTES) {

@@ -656,8 +656,31 @@ impl Spool {
         .flatten()
     }
 
+    /// A value the host keeps for itself in `config.json` (under `"host"`), e.g. a
+    /// session counter for a `first_session` flag.
+    pub fn host_value(&self, key: &str) -> Option<serde_json::Value> {
+        self.settings().and_then(|s| s.host.get(key).cloned())
+    }
+
+    /// Stores a small value of the host's own in `config.json`, under `"host"`. This
+    /// is the only write a host can make to the file: the user's choice, the anonymous
+    /// id and the destination are out of its reach. Creates the directory if needed.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let spool = eventspool::Spool::builder("mytool").dir(dir.path()).build();
+    /// spool.set_host_value("sessions", 3).unwrap();
+    /// assert_eq!(spool.host_value("sessions"), Some(3.into()));
+    /// ```
+    pub fn set_host_value(&self, key: &str, value: impl Into<serde_json::Value>) -> Result<()> {
+        let value = value.into();
+        self.update_settings(|s| {
+            s.host.insert(key.to_string(), value);
+        })
+    }
+
     /// Rewrites the persisted settings with `f` applied (creating the file if needed).
-    pub fn update_settings(&self, f: impl FnOnce(&mut Settings)) -> Result<()> {
+    pub(crate) fn update_settings(&self, f: impl FnOnce(&mut Settings)) -> Result<()> {
         self.with_state(|st, inner| {
             let dir = inner.require_dir()?;
             ensure_dir(dir)?;

@@ -362,11 +362,12 @@ fn opt_out_at_flush_time_makes_no_connection() {
     // in another terminal.
     let (_t, dir) = temp();
     fill(&dir, 3);
-    eventspool::Spool::builder("spool")
-        .dir(&dir)
-        .build()
-        .update_settings(|s| s.telemetry = Some(false))
-        .unwrap();
+    // As a user would, by editing config.json (a host cannot write the choice).
+    let path = dir.join("config.json");
+    let mut settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    settings["telemetry"] = false.into();
+    std::fs::write(&path, settings.to_string()).unwrap();
     let out = flush(&dir, &server.url).ok();
     assert!(out.contains("Telemetry is disabled"), "{out}");
     assert_eq!(queued(&dir).len(), 3);
@@ -589,7 +590,7 @@ fn redirect_to_plain_http_is_not_followed() {
         .next()
         .unwrap();
     let target = format!("http://0.0.0.0:{port}/v1/elsewhere");
-    assert!(eventspool::check_endpoint(&target).is_err());
+    assert!(eventspool::fuzzing::check_endpoint(&target).is_err());
     server.set_handler(move |_, r| {
         if r.path == "/v1/events" {
             Reply::with_header(307, "Location", &target)
@@ -801,7 +802,7 @@ fn backoff_from_fast_clock_is_clamped() {
     for _ in 0..3 {
         host.try_track(eventspool::Event::new("fast")).unwrap();
     }
-    let later = eventspool::now_ms() + 20 * DAY_MS;
+    let later = eventspool::fuzzing::now_ms() + 20 * DAY_MS;
     sql(
         &dir,
         &format!(
@@ -828,7 +829,7 @@ fn backoff_from_fast_clock_is_clamped() {
 fn future_stamped_events_still_expire() {
     let (_t, dir) = temp();
     fill(&dir, 2);
-    let future = eventspool::now_ms() + 365 * DAY_MS;
+    let future = eventspool::fuzzing::now_ms() + 365 * DAY_MS;
     sql(&dir, &format!("UPDATE events SET created_at = {future}"));
     let server = TestServer::answering(503);
     let first = flush(&dir, &server.url)
@@ -857,7 +858,7 @@ fn a_clock_jump_past_max_age_does_not_wipe_the_queue() {
     let ids = fill(&dir, 3);
     // As if this queue was last flushed a year ago by its clock, and the clock is now
     // a year fast.
-    let year_ago = eventspool::now_ms() - 365 * DAY_MS;
+    let year_ago = eventspool::fuzzing::now_ms() - 365 * DAY_MS;
     sql(
         &dir,
         &format!(
@@ -1002,7 +1003,7 @@ fn detached_flush_is_not_stalled_by_a_backoff_from_a_fast_clock() {
             },
         )
         .collect();
-    let later = eventspool::now_ms() + 20 * DAY_MS;
+    let later = eventspool::fuzzing::now_ms() + 20 * DAY_MS;
     sql(
         &dir,
         &format!(

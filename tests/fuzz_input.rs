@@ -21,23 +21,23 @@ pub fn exercise(data: &[u8]) {
         }
         // `spool track -p key=value`
         1 => {
-            if let Ok((key, _)) = eventspool::parse_property_arg(&text) {
+            if let Ok((key, _)) = eventspool::cli::parse_property_arg(&text) {
                 assert!(!key.is_empty());
             }
         }
         // Limit variables, all of them at once.
         2 => {
             let _ = eventspool::Limits::default().with_env(|_| Some(text.to_string()));
-            let _ = eventspool::parse_size("X", &text);
-            let _ = eventspool::parse_duration("X", &text);
-            let _ = eventspool::parse_count("X", &text);
+            let _ = eventspool::fuzzing::parse_size("X", &text);
+            let _ = eventspool::fuzzing::parse_duration("X", &text);
+            let _ = eventspool::fuzzing::parse_count("X", &text);
         }
         // `Retry-After`
         3 => {
             let now =
                 std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-            let _ = eventspool::parse_retry_after(&text, now);
-            let _ = eventspool::classify(429, Some(&text), now);
+            let _ = eventspool::fuzzing::parse_retry_after(&text, now);
+            let _ = eventspool::fuzzing::classify(429, Some(&text), now);
         }
         // `config.json`
         4 => {
@@ -48,7 +48,7 @@ pub fn exercise(data: &[u8]) {
         }
         // Property strings through the scrubber.
         5 => {
-            let s = eventspool::Scrubber::new(Some("/home/fuzz"), Some("fuzzer"));
+            let s = eventspool::fuzzing::Scrubber::new(Some("/home/fuzz"), Some("fuzzer"));
             let _ = s.scrub(&text);
             // Keys too, nested ones included.
             if let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&text) {
@@ -57,8 +57,8 @@ pub fn exercise(data: &[u8]) {
         }
         // Endpoints and event names.
         _ => {
-            let _ = eventspool::check_endpoint(&text);
-            let _ = eventspool::validate_name(&text);
+            let _ = eventspool::fuzzing::check_endpoint(&text);
+            let _ = eventspool::fuzzing::validate_name(&text);
         }
     }
 }

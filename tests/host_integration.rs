@@ -411,7 +411,7 @@ enum MyTool {
     Build,
     /// See, send or switch off mytool's usage statistics
     #[command(subcommand)]
-    Telemetry(eventspool::TelemetryCommand),
+    Telemetry(eventspool::cli::TelemetryCommand),
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::{FlushEnd, FlushOptions, Spool, parse_duration};
+use crate::limits::parse_duration;
+use crate::{FlushEnd, FlushOptions, Spool};
 
 /// Arguments of `spool flush`.
 #[derive(Debug, Clone, Args)]
@@ -31,7 +32,7 @@ pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow
     let deadline = parse_duration("--timeout", &args.timeout)?;
     let endpoint = args.endpoint.or_else(|| spool.endpoint());
     if let Some(url) = &endpoint {
-        crate::check_endpoint(url)?;
+        crate::delivery::check_endpoint(url)?;
     }
     if args.detach {
         return detach(spool, endpoint, deadline, out);

@@ -5,7 +5,8 @@ use std::io::Write;
 use clap::Args;
 use serde_json::value::RawValue;
 
-use crate::{QueuedEvent, Spool, rfc3339_ms};
+use crate::time::rfc3339_ms;
+use crate::{QueuedEvent, Spool};
 
 /// Arguments of `spool list`.
 #[derive(Debug, Clone, Args)]

@@ -114,7 +114,7 @@ impl Command {
 ///     Build,
 ///     /// See, send or switch off the usage statistics mytool keeps
 ///     #[command(subcommand)]
-///     Telemetry(eventspool::TelemetryCommand),
+///     Telemetry(eventspool::cli::TelemetryCommand),
 /// }
 ///
 /// # let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 
-use crate::Collector;
+use crate::collector::Collector;
 
 /// Arguments of `spool serve`.
 #[derive(Debug, Clone, Args)]
@@ -54,7 +54,7 @@ pub(super) fn run(args: ServeArgs) -> anyhow::Result<()> {
             "spool serve: listening on http://{addr}/ (a development sink; events printed, {saved})"
         );
         tokio::select! {
-            r = crate::serve(listener, collector) => r.context("server failed"),
+            r = crate::collector::serve(listener, collector) => r.context("server failed"),
             _ = tokio::signal::ctrl_c() => Ok(()),
         }
     })

@@ -4,7 +4,8 @@ use std::io::Write;
 
 use clap::Args;
 
-use crate::{Spool, rfc3339_ms};
+use crate::Spool;
+use crate::time::rfc3339_ms;
 
 /// Arguments of `spool status`.
 #[derive(Debug, Clone, Args)]
@@ -65,7 +66,7 @@ pub(super) fn run(spool: &Spool, args: StatusArgs, out: &mut dyn Write) -> anyho
             dropped.join(", ")
         }
     )?;
-    if let Some(nb) = q.not_before.filter(|t| *t > crate::now_ms()) {
+    if let Some(nb) = q.not_before.filter(|t| *t > crate::time::now_ms()) {
         writeln!(out, "backoff:    no delivery before {}", rfc3339_ms(nb))?;
     }
     match &q.last_flush {

@@ -28,7 +28,7 @@ pub struct TrackArgs {
 /// typed value.
 ///
 /// ```
-/// let (k, v) = eventspool::parse_property_arg("count:=3").unwrap();
+/// let (k, v) = eventspool::cli::parse_property_arg("count:=3").unwrap();
 /// assert_eq!((k.as_str(), v), ("count", serde_json::json!(3)));
 /// ```
 pub fn parse_pair(arg: &str) -> anyhow::Result<(String, Value)> {
@@ -52,7 +52,7 @@ pub fn parse_pair(arg: &str) -> anyhow::Result<(String, Value)> {
 
 pub(super) fn run(spool: &Spool, args: TrackArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     super::check_env_limits()?;
-    crate::validate_name(&args.event)?;
+    crate::event::validate_name(&args.event)?;
     let mut event = Event::new(&args.event);
     if let Some(json) = &args.props_json {
         let value: Value = serde_json::from_str(json).context("--props is not valid JSON")?;

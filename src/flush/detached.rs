@@ -33,7 +33,7 @@ impl Spool {
     /// streams are null, so a pipe from the host closes when the host exits.
     ///
     /// The child is told who it is by a single-use ticket, a 0600 file in the queue
-    /// directory named in [`DETACHED_ENV`]: the variable alone does not make a process
+    /// directory named in `EVENTSPOOL_DETACHED_FLUSH`: the variable alone does not make a process
     /// a flusher.
     ///
     /// Returns the child's pid ([`Detached::Spawned`]), or why nothing was started
@@ -298,7 +298,7 @@ fn claim_ticket(value: &OsStr) -> Option<(PathBuf, ChildSpec)> {
 /// child started by [`Spool::flush_detached`] it flushes and exits the process, never
 /// returning.
 ///
-/// A process is such a child only if [`DETACHED_ENV`] names a ticket the library
+/// A process is such a child only if `EVENTSPOOL_DETACHED_FLUSH` names a ticket the library
 /// wrote and no process has claimed yet. With the variable set to anything else (or
 /// inherited from somewhere else) the hook returns and the host runs normally.
 ///

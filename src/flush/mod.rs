@@ -28,9 +28,7 @@ mod detached;
 mod round;
 
 pub use background::BackgroundFlusher;
-pub use detached::{
-    DEFAULT_DETACHED_LIFETIME, DETACHED_ENV, Detached, Skipped, detached_flush_hook,
-};
+pub use detached::{DEFAULT_DETACHED_LIFETIME, Detached, Skipped, detached_flush_hook};
 pub(crate) use round::backoff_in_force;
 use round::{FLUSH_LOCK_TIMEOUT, Round};
 
