@@ -44,13 +44,21 @@
 //!   [`FlushReport`]), [`Spool::start_background_flusher`] ([`BackgroundFlusher`]),
 //!   [`Spool::flush_detached`] with [`detached_flush_hook`];
 //! - what is sent: [`Spool::schema`] ([`Schema`]), [`Context`];
-//! - [`cli`]: the `spool` command line, and [`cli::TelemetryCommand`] to mount
-//!   `status`/`list`/`show`/`clear`/`enable`/`disable`/`flush`/`schema` in a host's
-//!   own clap CLI; [`collector`]: the development endpoint behind `spool serve`.
+//! - `eventspool::cli` (feature `cli`, on by default): the `spool` command line, and
+//!   `cli::TelemetryCommand` to mount `status`/`list`/`show`/`clear`/`enable`/
+//!   `disable`/`flush`/`schema` in a host's own clap CLI; `eventspool::collector`
+//!   (feature `serve`): the development endpoint behind `spool serve`.
+//!
+//! Cargo features: `cli` (clap, anyhow, indicatif) and `serve` (a hyper server) are on
+//! by default for `cargo install`; a host that only records and flushes uses
+//! `default-features = false` and still gets every destination, background and
+//! detached flushing, listing and status.
 #![deny(missing_docs)]
 
 mod app;
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "serve")]
 pub mod collector;
 mod consent;
 mod context;

@@ -61,7 +61,8 @@ pub(crate) enum Scope {
     /// A library host: `<APP>_TELEMETRY_DIR` and `<APP>_TELEMETRY_ENDPOINT`.
     Host,
     /// The `spool` command: `--dir`/`SPOOL_DIR` and `SPOOL_ENDPOINT` first, then the
-    /// app's own variables, so `spool --app x` acts where and as host `x` does.
+    /// app's own variables, so `spool --app x` acts where and as host `x` does. Also
+    /// the detached child's: exactly the directory its ticket names.
     Cli,
 }
 
@@ -634,6 +635,7 @@ impl Spool {
 
     /// What the user should be told that happened behind the scenes (a queue file
     /// that was not valid and was moved aside), once each.
+    #[cfg(feature = "cli")]
     pub(crate) fn take_notes(&self) -> Vec<String> {
         self.with_state(|st, _| Ok(std::mem::take(&mut st.notes)))
             .unwrap_or_default()

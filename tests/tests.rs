@@ -19,6 +19,7 @@
 //! - `whose_environment`: app names checked before any path; `SPOOL_*` never moves a host
 //! - `input_and_messages`: one-line errors naming the real cause once, help, no noise
 //! - `host_integration`: the example hosts end to end, mounted commands, the notice
+//! - `features`: `default-features = false` pulls no CLI, no anyhow, no HTTP server
 //!
 //! Helpers in `util`: `cli` (the `spool` command builder `SpoolCmd`), `server` (the
 //! loopback `TestServer` with real faults), `children` (child writers, limits on a
@@ -32,6 +33,7 @@ mod util;
 mod consent;
 mod delivery;
 mod detached;
+mod features;
 mod flushers;
 mod fuzz_corpus;
 mod guarantees;

@@ -16,6 +16,7 @@ mod consent;
 mod flush;
 mod list;
 mod schema;
+#[cfg(feature = "serve")]
 mod serve;
 mod show;
 mod status;
@@ -82,6 +83,7 @@ pub enum Command {
     /// Record an event (for shell scripts and other languages)
     Track(track::TrackArgs),
     /// Run a local development endpoint that prints and saves what it receives
+    #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
     /// The commands a host mounts too.
     #[command(flatten)]
@@ -94,6 +96,7 @@ impl Command {
     pub fn run(self, spool: &Spool, out: &mut dyn Write) -> anyhow::Result<()> {
         let result = match self {
             Command::Track(args) => track::run(spool, args, out),
+            #[cfg(feature = "serve")]
             Command::Serve(args) => serve::run(args),
             Command::Telemetry(t) => return t.run(spool, out),
         };
