@@ -25,7 +25,7 @@ pub fn is_falsy(value: &str) -> bool {
 /// The prefix of an app's environment variables: the app name upper-cased with every
 /// non-alphanumeric character replaced by `_`.
 ///
-/// ```
+/// ```text
 /// assert_eq!(eventspool::env_prefix("my-tool.v2"), "MY_TOOL_V2");
 /// ```
 pub fn env_prefix(app: &str) -> String {

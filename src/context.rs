@@ -56,7 +56,7 @@ impl Context {
 /// naming scheme) and recognise a guessable one. It is a pseudonym for the machine,
 /// not anonymity.
 ///
-/// ```
+/// ```text
 /// let h = eventspool::machine_hash("mytool", "build-box");
 /// assert_eq!(h.len(), 64);
 /// assert_ne!(h, eventspool::machine_hash("other", "build-box"));

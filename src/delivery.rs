@@ -301,7 +301,7 @@ pub fn classify(status: u16, retry_after: Option<&str>, now: SystemTime) -> Outc
 /// Parses `Retry-After`: delay-seconds or an HTTP date. `None` for garbage; a date in
 /// the past is zero.
 ///
-/// ```
+/// ```text
 /// use std::time::{Duration, SystemTime};
 /// let now = SystemTime::now();
 /// assert_eq!(eventspool::parse_retry_after("120", now), Some(Duration::from_secs(120)));

@@ -164,7 +164,7 @@ impl Event {
 /// [`Scrubber::for_current_user`]). Names are sent unscrubbed, so such a name is
 /// refused rather than mangled.
 ///
-/// ```
+/// ```text
 /// assert!(eventspool::validate_name("cli_invoked").is_ok());
 /// assert!(eventspool::validate_name("has space").is_err());
 /// assert!(eventspool::validate_name("ghp_16C7e42F292c6912E7710c838347Ae178B4a").is_err());

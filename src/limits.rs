@@ -135,7 +135,7 @@ fn parse_count_u32(name: &str, value: &str) -> Result<u32> {
 /// Parses a byte size: a whole number with an optional unit `B`, `K`/`KB`/`KiB`,
 /// `M`/`MB`/`MiB`, `G`/`GB`/`GiB` (all binary multiples, any case).
 ///
-/// ```
+/// ```text
 /// assert_eq!(eventspool::parse_size("X", "32KiB").unwrap(), 32 * 1024);
 /// assert_eq!(eventspool::parse_size("X", "10 mb").unwrap(), 10 * 1024 * 1024);
 /// assert!(eventspool::parse_size("X", "ten").is_err());
@@ -167,7 +167,7 @@ pub fn parse_size(name: &str, value: &str) -> Result<u64> {
 
 /// Parses a duration written like `30d`, `10s`, `500ms` or `1h 30m`.
 ///
-/// ```
+/// ```text
 /// use std::time::Duration;
 /// assert_eq!(eventspool::parse_duration("X", "500ms").unwrap(), Duration::from_millis(500));
 /// assert!(eventspool::parse_duration("X", "soon").is_err());

@@ -345,7 +345,7 @@ fn is_home_dir_name(s: &str, start: usize, end: usize) -> bool {
 /// bearer tokens, cookies, secret assignments and flags, private-key blocks and
 /// secret-looking keys.
 ///
-/// ```
+/// ```text
 /// let s = eventspool::Scrubber::new(Some("/home/ada"), Some("ada"));
 /// assert_eq!(
 ///     s.scrub("open /home/ada/x.toml for ada@example.com"),
