@@ -98,24 +98,8 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     }
 }
 
-#[cfg(unix)]
 fn os_release() -> String {
-    // SAFETY: uname fills a zeroed struct we own; release is NUL-terminated on success.
-    unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) == 0 {
-            std::ffi::CStr::from_ptr(u.release.as_ptr())
-                .to_string_lossy()
-                .into_owned()
-        } else {
-            String::new()
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn os_release() -> String {
-    String::new()
+    crate::sys::os_release()
 }
 
 fn in_container() -> bool {

@@ -14,39 +14,18 @@
 /// `EFBIG` too, and programs it starts inherit the ignored signal (ignored signals
 /// survive `exec`); a host that wants the default back can restore it after the first
 /// `track`.
-#[cfg(unix)]
 pub(crate) fn ignore_sigxfsz_under_a_file_size_limit() {
     use std::sync::atomic::{AtomicBool, Ordering};
     static DONE: AtomicBool = AtomicBool::new(false);
     if DONE.load(Ordering::Relaxed) {
         return;
     }
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } != 0
-        || limit.rlim_cur == libc::RLIM_INFINITY
-    {
+    if !crate::sys::file_size_limited() {
         // No limit now: checked again at the next open, in case the host sets one.
         return;
     }
     if DONE.swap(true, Ordering::Relaxed) {
         return;
     }
-    // SAFETY: sigaction with a null new action only reads the current disposition into
-    // a zeroed struct we own; signal then installs SIG_IGN, which needs no handler.
-    unsafe {
-        let mut current: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(libc::SIGXFSZ, std::ptr::null(), &mut current) == 0
-            && current.sa_sigaction == libc::SIG_DFL
-        {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-        }
-    }
+    crate::sys::ignore_sigxfsz_if_default();
 }
-
-/// No SIGXFSZ outside Unix: a write past a quota already fails with an error.
-#[cfg(not(unix))]
-pub(crate) fn ignore_sigxfsz_under_a_file_size_limit() {}

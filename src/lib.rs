@@ -54,6 +54,8 @@
 //! `default-features = false` and still gets every destination, background and
 //! detached flushing, listing and status.
 #![deny(missing_docs)]
+// Every call into the C library is in `sys`, behind safe functions.
+#![deny(unsafe_code)]
 
 mod app;
 #[cfg(feature = "cli")]
@@ -74,6 +76,7 @@ mod queue;
 mod schema;
 mod settings;
 mod spool;
+mod sys;
 mod time;
 
 /// The parsers of outside input and the delivery policy, for the fuzz target and the

@@ -574,43 +574,8 @@ impl Scrubber {
 }
 
 /// The account database's name for this process's effective user, if it has one.
-#[cfg(unix)]
 fn account_name() -> Option<String> {
-    let mut buf: Vec<libc::c_char> = vec![0; 1024];
-    loop {
-        // SAFETY: a zeroed `passwd` is a valid out-parameter; `buf` outlives every use
-        // of the pointers getpwuid_r stores in `pwd`, which are read before it drops.
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        let rc = unsafe {
-            libc::getpwuid_r(
-                libc::geteuid(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut found,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < 1 << 20 {
-            buf.resize(buf.len() * 4, 0);
-            continue;
-        }
-        if rc != 0 || found.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        // SAFETY: on success pw_name points at a NUL-terminated string inside `buf`.
-        let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-        return name
-            .to_str()
-            .ok()
-            .filter(|n| !n.is_empty())
-            .map(str::to_string);
-    }
-}
-
-#[cfg(not(unix))]
-fn account_name() -> Option<String> {
-    None
+    crate::sys::account_name()
 }
 
 /// Returns true if and only if a property key names an error message, whose value is
@@ -1207,8 +1172,7 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn account_database_names_this_user() {
-        // SAFETY: geteuid has no preconditions.
-        let uid = unsafe { libc::geteuid() };
+        let uid = crate::sys::euid();
         let name = account_name();
         if uid == 0 {
             assert_eq!(name.as_deref(), Some("root"));

@@ -194,12 +194,8 @@ impl DirLock {
     fn exclusive(dir: &Path) -> Result<DirLock> {
         #[cfg(unix)]
         {
-            use std::os::fd::AsRawFd;
             let file = fs::File::open(dir).map_err(|e| Error::io(dir, e))?;
-            // SAFETY: flock on a descriptor we own; the lock goes with the descriptor.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-                return Err(Error::io(dir, std::io::Error::last_os_error()));
-            }
+            crate::sys::flock_exclusive(&file).map_err(|e| Error::io(dir, e))?;
             Ok(DirLock { _dir: file })
         }
         #[cfg(not(unix))]

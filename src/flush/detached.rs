@@ -106,23 +106,7 @@ impl Spool {
             .stderr(std::process::Stdio::null());
         #[cfg(unix)]
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        #[cfg(target_os = "linux")]
-        // SAFETY: between fork and exec only a raw close_range syscall, which is
-        // async-signal-safe. It marks every descriptor above stderr close-on-exec, so
-        // none the host left inheritable (its own parent's pipes, a jobserver) reaches
-        // the child; std's exec-error pipe keeps working. Kernels before 5.11 refuse
-        // the flag, and then nothing changes.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                libc::syscall(
-                    libc::SYS_close_range,
-                    3 as libc::c_uint,
-                    libc::c_uint::MAX,
-                    libc::CLOSE_RANGE_CLOEXEC,
-                );
-                Ok(())
-            });
-        }
+        crate::sys::close_inherited_descriptors(&mut cmd);
         let mut child = match cmd.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -277,8 +261,7 @@ fn claim_ticket(value: &OsStr) -> Option<(PathBuf, ChildSpec)> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        // SAFETY: geteuid has no preconditions.
-        if meta.uid() != unsafe { libc::geteuid() } {
+        if meta.uid() != crate::sys::euid() {
             return None;
         }
     }
@@ -347,16 +330,9 @@ fn arm_lifetime_limit(lifetime: Duration) -> bool {
             std::thread::sleep(lifetime);
             end_now();
         });
-    #[cfg(unix)]
-    {
-        let secs = u32::try_from(lifetime.as_secs() + 2).unwrap_or(u32::MAX);
-        // SAFETY: signal(SIG_DFL) installs no handler; alarm has no preconditions. This
-        // process is the library's own child: the host's main never runs in it.
-        unsafe {
-            libc::signal(libc::SIGALRM, libc::SIG_DFL);
-            libc::alarm(secs);
-        }
-    }
+    crate::sys::alarm_with_default_action(
+        u32::try_from(lifetime.as_secs() + 2).unwrap_or(u32::MAX),
+    );
     watchdog.is_ok()
 }
 
@@ -364,13 +340,7 @@ fn arm_lifetime_limit(lifetime: Duration) -> bool {
 /// the flush thread. An abandoned flush is safe: the queue is crash-safe and a dead
 /// holder's lease is taken over at once.
 fn end_now() -> ! {
-    #[cfg(unix)]
-    // SAFETY: _exit has no preconditions.
-    unsafe {
-        libc::_exit(0)
-    }
-    #[cfg(not(unix))]
-    std::process::exit(0)
+    crate::sys::exit_now()
 }
 
 #[cfg(test)]

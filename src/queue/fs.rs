@@ -53,8 +53,7 @@ pub(super) fn check_file(path: &Path) -> Result<()> {
 #[cfg(unix)]
 pub(super) fn check_owner(path: &Path, meta: &fs::Metadata) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::euid();
     if meta.uid() != me {
         return Err(Kind::ForeignOwner {
             path: path.to_path_buf(),

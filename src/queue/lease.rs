@@ -46,19 +46,8 @@ pub(crate) fn alive(h: &Holder) -> bool {
     }
 }
 
-#[cfg(unix)]
 fn pid_exists(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-#[cfg(not(unix))]
-fn pid_exists(_pid: u32) -> bool {
-    true
+    crate::sys::pid_exists(pid)
 }
 
 fn start_time(pid: u32) -> Option<i64> {

@@ -258,14 +258,7 @@ pub(super) fn remove_set_aside(path: &Path) {
     }
 }
 
-#[cfg(unix)]
 pub(super) fn lock_exclusive(file: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: flock on a descriptor we own; the lock is released when `file` closes.
-    unsafe {
-        libc::flock(file.as_raw_fd(), libc::LOCK_EX);
-    }
+    // Best effort: without the lock, the identity re-check still catches most races.
+    let _ = crate::sys::flock_exclusive(file);
 }
-
-#[cfg(not(unix))]
-pub(super) fn lock_exclusive(_file: &File) {}
