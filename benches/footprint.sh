@@ -9,7 +9,7 @@
 # stripped release binary's size and what it adds over `none`, and the clean release
 # build time (`cargo clean`, then `cargo build --release`), wall and CPU.
 #
-# Usage: footprint.sh [PATH-TO-EVENTSPOOL]   (default: the checkout this script is in,
+# Usage: [BASELINE=PATH] footprint.sh [PATH-TO-EVENTSPOOL]   (default: the checkout this script is in,
 #        else /work/main). Set OFFLINE= (empty) to let cargo reach the network; by
 #        default it builds --offline from the local registry cache.
 set -euo pipefail
@@ -28,7 +28,7 @@ trap 'rm -rf "$root"' EXIT
 export CARGO_TERM_COLOR=never CARGO_TERM_PROGRESS_WHEN=never
 target=$(rustc -vV | sed -n 's/^host: //p')
 
-host() { # name, dependency line (empty for none), main.rs body
+host() { # name, dependency line (empty for none), main.rs body, [checkout for the lock file]
   local dir="$root/$1"
   mkdir -p "$dir/src"
   cat >"$dir/Cargo.toml" <<EOF
@@ -46,7 +46,8 @@ strip = true
 EOF
   printf '%s\n' "$3" >"$dir/src/main.rs"
   # The same versions as eventspool's own lock file, so the figures describe it.
-  if [[ -n "$2" && -f "$crate/Cargo.lock" ]]; then cp "$crate/Cargo.lock" "$dir/"; fi
+  local lock_from=${4:-$crate}
+  if [[ -n "$2" && -f "$lock_from/Cargo.lock" ]]; then cp "$lock_from/Cargo.lock" "$dir/"; fi
 }
 
 plain='fn main() {
@@ -65,8 +66,16 @@ with_spool='fn main() {
 }'
 
 host none "" "$plain"
+hosts=(none)
+# BASELINE=PATH: also the same host against an earlier checkout (before the features
+# existed, every host got all of it), built in the same run.
+if [[ -n "${BASELINE:-}" ]]; then
+  host before "eventspool = { path = \"$BASELINE\" }" "$with_spool" "$BASELINE"
+  hosts+=(before)
+fi
 host lean "eventspool = { path = \"$crate\", default-features = false }" "$with_spool"
 host default "eventspool = { path = \"$crate\" }" "$with_spool"
+hosts+=(lean default)
 
 echo "eventspool: $crate ($(git -C "$crate" rev-parse --short HEAD 2>/dev/null || echo '?'), plus any uncommitted changes)"
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(rustc --version)"
@@ -74,7 +83,7 @@ echo
 
 declare -A size
 printf '%-8s %7s %12s %12s %10s %10s\n' host crates "binary (B)" "added (B)" "wall (s)" "CPU (s)"
-for h in none lean default; do
+for h in "${hosts[@]}"; do
   dir="$root/$h"
   export CARGO_TARGET_DIR="$dir/target"
   # Resolve (and fetch, if online) before the clock starts: build time, not download.
