@@ -16,6 +16,7 @@ use crate::consent::{Consent, Persisted, debug_mode};
 use crate::context::Context;
 use crate::error::{Kind, Result};
 use crate::event::{Event, check_shape, drop_flat, validate_name};
+use crate::gate::Gate;
 use crate::limits::Limits;
 use crate::queue::{Enqueued, NewEvent, Queue, QueueStats, QueuedEvent, ensure_dir};
 use crate::settings::Settings;
@@ -29,12 +30,6 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_millis(200);
 /// Commits on one recording connection between checkpoint requests (about 500 KiB
 /// of WAL with small events).
 const CHECKPOINT_EVERY: u32 = 256;
-
-/// How long recording pauses after the queue could not be written.
-const RECORDING_PAUSE: Duration = Duration::from_secs(1);
-
-/// Events recorded between looks at the WAL's size (one `stat`).
-const WAL_CHECK_EVERY: u32 = 64;
 
 /// The most WAL a recording connection lets pile up: twice the queue's byte cap,
 /// and at least 8 MiB.
@@ -211,14 +206,8 @@ struct State {
     commits: u32,
     /// Wakes this spool's checkpointer thread, once it runs.
     checkpointer: Option<mpsc::Sender<()>>,
-    /// Events recorded since the WAL's size was last looked at.
-    since_wal_check: u32,
-    /// The WAL is past its hard limit: events are refused until it shrinks.
-    wal_full: bool,
-    /// When a full WAL was last checkpointed and truncated by this connection.
-    last_truncate: Option<Instant>,
-    /// Recording is refused until then, after the queue could not be written.
-    paused_until: Option<Instant>,
+    /// When recording refuses events at once (back-pressure).
+    gate: Gate,
     settings: SettingsCache,
     synced: bool,
     /// Things the user should be told (a queue file set aside), for the CLI to print.
@@ -393,9 +382,7 @@ impl Spool {
             if !Consent::from_env_with(&inner.app, &persisted).enabled {
                 return Ok(vec![Recorded::Disabled; events.len()]);
             }
-            if st.paused_until.is_some_and(|t| Instant::now() < t) {
-                return Err(Kind::Paused.into());
-            }
+            st.gate.admit(Instant::now())?;
             let debug = debug_mode(&inner.app);
             let limits = inner.effective_limits(st);
             let anonymous_id = if debug {
@@ -465,26 +452,21 @@ impl Spool {
             // checkpoint can get past its snapshot, and each commit would grow the
             // file. Past the limit new events are refused (and counted), as on a full
             // disk, so the queue's footprint stays bounded whatever other processes do.
-            if st.wal_full || st.since_wal_check >= WAL_CHECK_EVERY {
-                st.since_wal_check = 0;
-                let retry = st
-                    .last_truncate
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            if st.gate.wal_check_due() {
+                let now = Instant::now();
+                let retry = st.gate.may_truncate(now);
                 let lock_timeout = inner.lock_timeout;
                 let queue = inner.queue(st)?;
                 let mut over = queue.wal_bytes() > wal_limit;
                 if over && retry {
-                    // Succeeds as soon as the reader is gone; at most once a second.
+                    // Succeeds as soon as the reader is gone.
                     queue.truncate_wal(lock_timeout)?;
                     over = queue.wal_bytes() > wal_limit;
-                    st.last_truncate = Some(Instant::now());
+                    st.gate.truncated(now);
                 }
-                st.wal_full = over;
-                if st.wal_full {
-                    return Err(Kind::WalFull { limit: wal_limit }.into());
-                }
+                st.gate.wal_checked(over, wal_limit)?;
             }
-            st.since_wal_check += rows.len() as u32;
+            st.gate.recorded(rows.len());
             let settings_path = Settings::path(inner.require_dir()?);
             // A `disable` in another process rewrites config.json, then purges under
             // the write lock: if the file is unchanged once this commit holds that
@@ -532,17 +514,12 @@ impl Spool {
                 .collect())
         });
         // A full disk or a read-only directory fails every attempt, and each attempt
-        // costs a host milliseconds: pause recording for a second instead of retrying
-        // on every event. Only a storage failure arms it: bad input, a busy lock and
-        // the refusals that follow a failure (the pause itself, a full WAL) do not,
-        // or a host tracking more than once a second would never record again.
-        if let Err(e) = &result {
-            if e.is_storage_failure() {
-                let _ = self.with_state(|st, _| {
-                    st.paused_until = Some(Instant::now() + RECORDING_PAUSE);
-                    Ok(())
-                });
-            }
+        // costs a host milliseconds: pause recording for a second instead (see Gate).
+        if result.is_err() {
+            let _ = self.with_state(|st, _| {
+                st.gate.after(Instant::now(), &result);
+                Ok(())
+            });
         }
         result
     }
