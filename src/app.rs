@@ -62,11 +62,6 @@ pub(crate) fn host_var(app: &str, setting: &str) -> String {
     format!("{}_TELEMETRY_{setting}", env_prefix(app))
 }
 
-/// A non-empty environment variable.
-pub(crate) fn env_nonempty(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -159,19 +159,20 @@ impl Consent {
     pub fn from_env(app: &str, persisted: Option<bool>) -> Self {
         Self::decide(app, |k| std::env::var(k).ok(), persisted)
     }
-
-    pub(crate) fn from_env_with(app: &str, persisted: &Persisted) -> Self {
-        Self::decide_with(app, |k| std::env::var(k).ok(), persisted)
-    }
 }
 
 /// Returns true if and only if debug mode is on for `app`: `<APP>_TELEMETRY_DEBUG` or
 /// `SPOOL_DEBUG` is truthy. In debug mode events are printed to stderr, never queued.
 pub fn debug_mode(app: &str) -> bool {
+    debug_mode_with(app, |k| std::env::var(k).ok())
+}
+
+/// [`debug_mode`] with this environment lookup.
+pub(crate) fn debug_mode_with(app: &str, env: impl Fn(&str) -> Option<String>) -> bool {
     let var = format!("{}_TELEMETRY_DEBUG", env_prefix(app));
     [var.as_str(), "SPOOL_DEBUG"]
         .iter()
-        .any(|k| std::env::var(k).is_ok_and(|v| is_truthy(&v)))
+        .any(|k| env(k).is_some_and(|v| is_truthy(&v)))
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ pub mod collector;
 mod consent;
 mod context;
 mod delivery;
+mod destination;
 mod error;
 mod event;
 mod flush;

@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::app::{default_dir, env_nonempty, host_var, validate_app_name};
-use crate::consent::{Consent, Persisted, debug_mode};
+use crate::app::{default_dir, host_var, validate_app_name};
+use crate::consent::{Consent, Persisted, debug_mode_with};
 use crate::context::Context;
 use crate::error::{Kind, Result};
 use crate::event::{Event, check_shape, drop_flat, validate_name};
@@ -75,6 +75,12 @@ pub enum Recorded {
 /// Builds sample events for [`Spool::schema`].
 type Samples = Arc<dyn Fn() -> Vec<Event> + Send + Sync>;
 
+/// The wall clock a spool reads, in unix milliseconds; see [`SpoolBuilder::clock`].
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The environment a spool reads; see [`SpoolBuilder::env`].
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// Builds a [`Spool`]; see [`Spool::builder`].
 #[derive(Clone)]
 #[must_use]
@@ -87,9 +93,30 @@ pub struct SpoolBuilder {
     limits: Option<Limits>,
     lock_timeout: Duration,
     scope: Scope,
+    clock: Clock,
+    env: EnvLookup,
 }
 
 impl SpoolBuilder {
+    /// The clock recording stamps events with and flushing reads for backoff, expiry,
+    /// clamping and lease times (default: the system clock). For tests: a fake clock
+    /// lets backoff and expiry be exercised without sleeping. Deadlines and timeouts
+    /// still run on real time.
+    #[doc(hidden)]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where the spool looks up environment variables (default: the process
+    /// environment): consent, debug mode, the directory and endpoint variables, the
+    /// limit overrides. For tests that must not touch the process environment.
+    #[doc(hidden)]
+    pub fn env(mut self, env: EnvLookup) -> Self {
+        self.env = env;
+        self
+    }
+
     /// Keeps the queue and settings in `dir` instead of the app's config directory.
     /// The user's `<APP>_TELEMETRY_DIR` still overrides it.
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -144,7 +171,7 @@ impl SpoolBuilder {
         let dir = if validate_app_name(&self.app).is_err() {
             None
         } else {
-            let env_dir = || env_nonempty(&host_var(&self.app, "DIR")).map(PathBuf::from);
+            let env_dir = || nonempty(&self.env, &host_var(&self.app, "DIR")).map(PathBuf::from);
             match self.scope {
                 Scope::Host => env_dir().or(self.dir),
                 Scope::Cli => self.dir.or_else(env_dir),
@@ -160,6 +187,8 @@ impl SpoolBuilder {
                 limits: self.limits,
                 lock_timeout: self.lock_timeout,
                 scope: self.scope,
+                clock: self.clock,
+                env: self.env,
                 samples: self.samples,
                 state: Mutex::new(State::default()),
                 context: OnceLock::new(),
@@ -192,6 +221,8 @@ pub(crate) struct Inner {
     limits: Option<Limits>,
     pub(crate) lock_timeout: Duration,
     scope: Scope,
+    clock: Clock,
+    env: EnvLookup,
     samples: Option<Samples>,
     state: Mutex<State>,
     context: OnceLock<Box<RawValue>>,
@@ -278,6 +309,8 @@ impl Spool {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             scope: Scope::Host,
             samples: None,
+            clock: Arc::new(now_ms),
+            env: Arc::new(|k| std::env::var(k).ok()),
         }
     }
 
@@ -323,7 +356,7 @@ impl Spool {
         let persisted = self
             .with_state(|st, inner| Ok(inner.persisted_choice(st)))
             .unwrap_or_else(|e| Persisted::Unreadable(e.to_string()));
-        Consent::from_env_with(&self.inner.app, &persisted)
+        self.inner.consent_with(&persisted)
     }
 
     /// Records an event, fire-and-forget: never panics, never returns an error, and
@@ -379,11 +412,11 @@ impl Spool {
                 }
                 .into());
             }
-            if !Consent::from_env_with(&inner.app, &persisted).enabled {
+            if !inner.consent_with(&persisted).enabled {
                 return Ok(vec![Recorded::Disabled; events.len()]);
             }
             st.gate.admit(Instant::now())?;
-            let debug = debug_mode(&inner.app);
+            let debug = inner.debug_mode();
             let limits = inner.effective_limits(st);
             let anonymous_id = if debug {
                 st.settings
@@ -395,12 +428,12 @@ impl Spool {
                 let id = inner.sync_settings(st)?;
                 // Syncing may have read a newer file (a choice made meanwhile).
                 let persisted = inner.persisted_choice(st);
-                if !Consent::from_env_with(&inner.app, &persisted).enabled {
+                if !inner.consent_with(&persisted).enabled {
                     return Ok(vec![Recorded::Disabled; events.len()]);
                 }
                 id
             };
-            let now = now_ms();
+            let now = inner.now();
             let mut payloads = Vec::with_capacity(events.len());
             let timestamp = rfc3339_ms(now);
             for event in events {
@@ -483,7 +516,7 @@ impl Spool {
                     Ok(Enqueued::Revoked) => {
                         st.settings.checked = None;
                         let persisted = inner.persisted_choice(st);
-                        if !Consent::from_env_with(&inner.app, &persisted).enabled {
+                        if !inner.consent_with(&persisted).enabled {
                             return Ok(vec![Recorded::Disabled; rows.len()]);
                         }
                         tries += 1;
@@ -562,7 +595,7 @@ impl Spool {
         Ok(Status {
             app: self.inner.app.clone(),
             consent: self.consent(),
-            debug: debug_mode(&self.inner.app),
+            debug: self.inner.debug_mode(),
             dir: self.inner.dir.clone(),
             endpoint: self.endpoint(),
             failures: self.failures(),
@@ -601,10 +634,11 @@ impl Spool {
     /// command, `SPOOL_ENDPOINT` first), else the one given in code, else the
     /// persisted one.
     pub fn endpoint(&self) -> Option<String> {
-        let app_var = || env_nonempty(&host_var(&self.inner.app, "ENDPOINT"));
+        let env = &self.inner.env;
+        let app_var = || nonempty(env, &host_var(&self.inner.app, "ENDPOINT"));
         match self.inner.scope {
             Scope::Host => app_var(),
-            Scope::Cli => env_nonempty("SPOOL_ENDPOINT").or_else(app_var),
+            Scope::Cli => nonempty(env, "SPOOL_ENDPOINT").or_else(app_var),
         }
         .or_else(|| self.inner.endpoint.clone())
         .or_else(|| self.settings().and_then(|s| s.endpoint))
@@ -716,7 +750,42 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A variable from `env`, if set and not empty.
+fn nonempty(env: &EnvLookup, name: &str) -> Option<String> {
+    env(name).filter(|v| !v.is_empty())
+}
+
 impl Inner {
+    /// Now on this spool's clock, unix milliseconds.
+    pub(crate) fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// The clock itself, for a flush to carry.
+    pub(crate) fn clock(&self) -> Clock {
+        self.clock.clone()
+    }
+
+    /// The environment lookup itself, for a flush to carry.
+    pub(crate) fn env(&self) -> EnvLookup {
+        self.env.clone()
+    }
+
+    /// A variable in this spool's environment.
+    pub(crate) fn var(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
+    /// Consent from this spool's environment and the persisted choice.
+    pub(crate) fn consent_with(&self, persisted: &Persisted) -> Consent {
+        Consent::decide_with(&self.app, |k| self.var(k), persisted)
+    }
+
+    /// Debug mode in this spool's environment.
+    fn debug_mode(&self) -> bool {
+        debug_mode_with(&self.app, |k| self.var(k))
+    }
+
     fn require_dir(&self) -> Result<&Path> {
         validate_app_name(&self.app)?;
         self.dir.as_deref().ok_or_else(|| Kind::NoHomeDir.into())
@@ -800,7 +869,7 @@ impl Inner {
             .clone()
             .or_else(|| st.settings.value.as_ref().and_then(|s| s.limits.clone()))
             .unwrap_or_default()
-            .with_env_lenient(|k| std::env::var(k).ok())
+            .with_env_lenient(|k| self.var(k))
     }
 
     /// Makes sure `config.json` exists with an anonymous id and what the host

@@ -1,11 +1,12 @@
 //! A property test: random sequences of operations drive the real queue (SQLite file,
 //! real flushes to a loopback server) and a plain in-memory model; after every step
 //! the queue, its attempt counts and what the server received must agree with the
-//! model. Failing seeds are kept under `proptest-regressions/`.
+//! model. Failing seeds are kept under `proptest-regressions/`. Time is the spool's
+//! injected clock: backoff and expiry pass by advancing it, never by sleeping.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use eventspool::{Event, FlushOptions, Limits, Recorded, Spool};
@@ -15,6 +16,7 @@ use crate::util::{Reply, TestServer};
 
 const BATCH: usize = 3;
 const MAX_ATTEMPTS: u32 = 3;
+const BACKOFF: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -47,8 +49,9 @@ fn limits() -> Limits {
     Limits {
         batch_size: BATCH as u32,
         max_attempts: MAX_ATTEMPTS,
-        first_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(1),
+        // Real backoffs: the clock is advanced past them, no test waits for them.
+        first_backoff: BACKOFF,
+        max_backoff: BACKOFF,
         ..Limits::default()
     }
 }
@@ -59,17 +62,33 @@ struct Model {
     delivered: Vec<String>,
 }
 
-fn open(dir: &std::path::Path, url: &str, limits: Limits) -> Spool {
+/// A clock only the test moves, shared by every spool of one case.
+#[derive(Clone)]
+struct FakeClock(Arc<AtomicI64>);
+
+impl FakeClock {
+    fn new() -> Self {
+        FakeClock(Arc::new(AtomicI64::new(eventspool::fuzzing::now_ms())))
+    }
+
+    fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+fn open(dir: &std::path::Path, url: &str, limits: Limits, clock: &FakeClock) -> Spool {
+    let c = clock.0.clone();
     Spool::builder("spool")
         .dir(dir)
         .endpoint(url)
         .limits(limits)
+        .clock(Arc::new(move || c.load(Ordering::SeqCst)))
         .build()
 }
 
-fn flush(spool: &Spool) {
-    // Let the 1 ms backoff of an earlier failure pass.
-    std::thread::sleep(Duration::from_millis(3));
+fn flush(spool: &Spool, clock: &FakeClock) {
+    // Let the backoff of an earlier failure pass, on the spool's clock.
+    clock.advance(BACKOFF + Duration::from_secs(1));
     spool
         .flush_blocking(FlushOptions::with_deadline(Duration::from_secs(10)))
         .unwrap();
@@ -99,7 +118,8 @@ proptest! {
             a.lock().unwrap().extend(req.events().iter().map(|e| e["id"].as_str().unwrap().to_string()));
             Reply::status(200)
         });
-        let mut spool = open(dir.path(), &server.url, limits());
+        let clock = FakeClock::new();
+        let mut spool = open(dir.path(), &server.url, limits(), &clock);
         let mut model = Model::default();
         for op in ops {
             match op {
@@ -112,12 +132,12 @@ proptest! {
                 }
                 Op::FlushOk => {
                     failing.store(false, Ordering::SeqCst);
-                    flush(&spool);
+                    flush(&spool, &clock);
                     model.delivered.extend(model.queue.drain(..).map(|(id, _)| id));
                 }
                 Op::FlushFail => {
                     failing.store(true, Ordering::SeqCst);
-                    flush(&spool);
+                    flush(&spool, &clock);
                     // The first batch fails once; the round stops; a batch that used
                     // its last attempt is dropped.
                     let n = model.queue.len().min(BATCH);
@@ -128,16 +148,16 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(spool);
-                    spool = open(dir.path(), &server.url, limits());
+                    spool = open(dir.path(), &server.url, limits(), &clock);
                 }
                 Op::Clear => {
                     prop_assert_eq!(spool.clear().unwrap(), model.queue.len() as u64);
                     model.queue.clear();
                 }
                 Op::Expire => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    let old = open(dir.path(), &server.url, Limits { max_age: Duration::from_millis(1), ..limits() });
-                    flush(&old);
+                    clock.advance(Duration::from_millis(5));
+                    let old = open(dir.path(), &server.url, Limits { max_age: Duration::from_millis(1), ..limits() }, &clock);
+                    flush(&old, &clock);
                     model.queue.clear();
                 }
             }

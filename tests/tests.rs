@@ -20,6 +20,8 @@
 //! - `input_and_messages`: one-line errors naming the real cause once, help, no noise
 //! - `host_integration`: the example hosts end to end, mounted commands, the notice
 //! - `features`: `default-features = false` pulls no CLI, no anyhow, no HTTP server
+//! - `seams`: the async flush never blocks its executor on SQLite; the injected clock
+//!   and environment (consent, precedence, backoff, expiry without sleeping)
 //!
 //! Helpers in `util`: `cli` (the `spool` command builder `SpoolCmd`), `server` (the
 //! loopback `TestServer` with real faults), `children` (child writers, limits on a
@@ -43,4 +45,5 @@ mod model;
 mod purging;
 mod queue_storage;
 mod recording;
+mod seams;
 mod whose_environment;

@@ -74,6 +74,10 @@ impl Spool {
                         let _ = tokio::time::timeout(left, spool.flush(FlushOptions::with_deadline(left.mul_f64(0.9)))).await;
                     }
                 });
+                // An abandoned flush may leave a queue statement on the blocking pool,
+                // waiting for a lock; dropping the runtime would wait for it, `close`
+                // must not.
+                rt.shutdown_background();
             }
             let _ = done_tx.send(());
         });

@@ -13,7 +13,6 @@ use crate::error::{Error, Kind, Result};
 use crate::flush::FlushOptions;
 use crate::queue::Queue;
 use crate::spool::Spool;
-use crate::time::now_ms;
 
 /// Environment variable naming the ticket that turns a re-executed host into a
 /// detached flusher (`<token>:<queue directory>`); without a matching ticket it does
@@ -70,7 +69,7 @@ impl Spool {
             return Ok(Detached::Skipped(Skipped::Empty));
         };
         let stats = queue.stats()?;
-        let now = now_ms();
+        let now = self.inner.now();
         if stats.events == 0 {
             return Ok(Detached::Skipped(Skipped::Empty));
         }

@@ -20,8 +20,7 @@ use crate::error::{Error, Kind, Result};
 use crate::queue::Queue;
 use crate::queue::lease;
 use crate::settings::Settings;
-use crate::spool::Spool;
-use crate::time::{now_ms, rfc3339_ms};
+use crate::spool::{EnvLookup, Spool};
 
 mod background;
 mod detached;
@@ -147,16 +146,51 @@ impl Spool {
     /// off this returns at once without a connection or DNS lookup. An endpoint that
     /// is missing or not allowed is an error before any connection.
     pub async fn flush(&self, opts: FlushOptions) -> Result<FlushReport> {
+        // Everything before the first request may wait: the spool's state lock (held
+        // by a `track` waiting for the write lock), opening the queue, the lease. All
+        // of it runs on the blocking pool, so the caller's executor never does.
+        let deadline = Instant::now() + opts.deadline;
+        let spool = self.clone();
+        let endpoint = opts.endpoint.clone();
+        let started = tokio::task::spawn_blocking(move || spool.start_round(endpoint))
+            .await
+            .map_err(|e| Kind::Runtime(format!("the flush could not start: {e}")))??;
+        let mut run = match started {
+            Started::Done(report) => return Ok(report),
+            Started::Round(run) => run,
+        };
+        run.force = opts.force;
+        run.deadline_len = opts.deadline;
+        let lease_ms = lease_ms(&run.limits);
+        let hold = move |now: i64| now + lease_ms;
+        // The lease is given back on the blocking pool whatever the round's result; if
+        // this future is abandoned, `run`'s drop gives it back instead.
+        let went = run
+            .go(deadline, hold, opts.progress.as_ref(), &self.inner.app)
+            .await;
+        let report = match went {
+            Ok(()) => run.finish().await,
+            Err(e) => Err(e),
+        };
+        let released = run.release().await;
+        let report = report?;
+        released?;
+        Ok(report)
+    }
+
+    /// The part of a flush before its first request, on a blocking thread: consent,
+    /// endpoint, the queue and the lease.
+    fn start_round(&self, endpoint: Option<String>) -> Result<Started> {
         let consent = match self.dir() {
-            Some(dir) => consent_now(self.app(), dir),
+            Some(dir) => consent_now(self.app(), dir, &self.inner.env()),
             None => self.consent(),
         };
         if !consent.enabled {
-            return Ok(FlushReport::new(FlushEnd::Disabled {
+            return Ok(Started::Done(FlushReport::new(FlushEnd::Disabled {
                 reason: consent.reason,
-            }));
+            })));
         }
-        let url = match opts.endpoint.clone().or_else(|| self.endpoint()) {
+        let url = match endpoint.or_else(|| self.endpoint()) {
             Some(u) => delivery::check_endpoint(&u)?,
             None => return Err(Kind::NoEndpoint.into()),
         };
@@ -165,46 +199,33 @@ impl Spool {
             .ok_or_else(|| Error::from(Kind::NoHomeDir))?
             .to_path_buf();
         let Some(mut queue) = Queue::open_existing(&dir, FLUSH_LOCK_TIMEOUT)? else {
-            return Ok(FlushReport::new(FlushEnd::Drained));
+            return Ok(Started::Done(FlushReport::new(FlushEnd::Drained)));
         };
         let limits = self.limits();
-        let started = Instant::now();
-        let deadline = started + opts.deadline;
         let me = lease::me();
-        let lease_ms = (limits.request_timeout.as_millis() as i64) * 2 + 10_000;
-        let hold = move |now: i64| now + lease_ms;
-        if let Err(pid) = queue.take_lease(&me, hold(now_ms()), lease::alive)? {
+        let now = self.inner.now();
+        if let Err(pid) = queue.take_lease(&me, now, now + lease_ms(&limits), lease::alive)? {
             let mut r = FlushReport::new(FlushEnd::Busy { pid });
             r.remaining = queue.stats()?.events;
-            return Ok(r);
+            return Ok(Started::Done(r));
         }
-        let mut run = Round {
-            queue,
+        let dest = crate::destination::destination(&limits);
+        Ok(Started::Round(Box::new(Round {
+            queue: Arc::new(std::sync::Mutex::new(queue)),
             limits,
             url,
+            dest,
             token: me.token,
             report: FlushReport::new(FlushEnd::Drained),
             total: 0,
             app: self.app().to_string(),
             dir,
-            force: opts.force,
-            deadline_len: opts.deadline,
-        };
-        // The lease is given back when `run` drops, also if this future is abandoned.
-        run.go(deadline, hold, opts.progress.as_ref(), &self.inner.app)
-            .await?;
-        run.report.remaining = run.queue.stats()?.events;
-        let mut summary = serde_json::to_value(&run.report).unwrap_or_default();
-        if let Some(obj) = summary.as_object_mut() {
-            obj.insert("finished_at".into(), rfc3339_ms(now_ms()).into());
-            obj.insert("dropped_total".into(), run.report.dropped_total().into());
-        }
-        run.queue
-            .set_state("last_flush", Some(&summary.to_string()))?;
-        Ok(std::mem::replace(
-            &mut run.report,
-            FlushReport::new(FlushEnd::Drained),
-        ))
+            force: false,
+            deadline_len: Duration::ZERO,
+            released: false,
+            clock: self.inner.clock(),
+            env: self.inner.env(),
+        })))
     }
 
     /// [`Spool::flush`] for code without an async runtime: runs on its own thread and
@@ -229,16 +250,27 @@ impl Spool {
     }
 }
 
+/// How a flush starts: done already (off, nothing queued, busy), or a round to run.
+enum Started {
+    Done(FlushReport),
+    Round(Box<Round>),
+}
+
+/// How long a flush's lease lasts past each renewal: two request timeouts and a margin.
+fn lease_ms(limits: &crate::limits::Limits) -> i64 {
+    (limits.request_timeout.as_millis() as i64) * 2 + 10_000
+}
+
 /// Consent decided from a fresh read of `config.json` and the environment, not from
 /// the spool's cached settings (up to 250 ms old): the flusher asks before every
 /// request, so that once `spool disable` has returned no request starts. An
 /// unreadable file counts as "off", as everywhere else.
-fn consent_now(app: &str, dir: &Path) -> Consent {
+fn consent_now(app: &str, dir: &Path, env: &EnvLookup) -> Consent {
     let persisted = match Settings::load_checked(dir) {
         Ok(settings) => settings
             .and_then(|s| s.telemetry)
             .map_or(Persisted::Undecided, Persisted::Chosen),
         Err(e) => Persisted::Unreadable(e.to_string()),
     };
-    Consent::from_env_with(app, &persisted)
+    Consent::decide_with(app, |k| env(k), &persisted)
 }

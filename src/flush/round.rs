@@ -2,16 +2,19 @@
 //! what is due batch by batch, and record what each answer means.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use super::{FlushEnd, FlushReport, Progress, consent_now};
 use crate::delivery::{self, MAX_RESPONSE_BYTES, Outcome};
+use crate::destination::{self, Destination};
 use crate::error::{Kind, Result};
 use crate::limits::Limits;
 use crate::queue::{Pending, Queue};
-use crate::time::{now_ms, rfc3339_ms};
+use crate::spool::{Clock, EnvLookup};
+use crate::time::rfc3339_ms;
 
 /// How long a flush waits for the queue's write lock on each statement.
 pub(super) const FLUSH_LOCK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -57,9 +60,12 @@ pub(super) enum Sent {
 }
 
 pub(super) struct Round {
-    pub(super) queue: Queue,
+    /// The flush's own connection, used only on the blocking pool (see [`Round::db`]).
+    pub(super) queue: Arc<Mutex<Queue>>,
     pub(super) limits: Limits,
     pub(super) url: reqwest::Url,
+    /// The wire format and its rules: the only thing the round knows of one.
+    pub(super) dest: Arc<dyn Destination>,
     pub(super) token: String,
     pub(super) report: FlushReport,
     pub(super) total: u64,
@@ -67,15 +73,93 @@ pub(super) struct Round {
     pub(super) dir: PathBuf,
     pub(super) force: bool,
     pub(super) deadline_len: Duration,
+    /// The lease was given back on the normal path; nothing left for `drop`.
+    pub(super) released: bool,
+    /// The spool's clock: backoff, expiry, clamping and lease times.
+    pub(super) clock: Clock,
+    /// The spool's environment: consent before each request.
+    pub(super) env: EnvLookup,
+}
+
+/// Runs `f` on the queue on tokio's blocking pool: a statement may wait seconds for
+/// another process's write lock, and the caller's executor (possibly a
+/// current-thread runtime) must keep running its other tasks meanwhile.
+pub(super) async fn on_queue<T: Send + 'static>(
+    queue: &Arc<Mutex<Queue>>,
+    f: impl FnOnce(&mut Queue) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let queue = queue.clone();
+    tokio::task::spawn_blocking(move || f(&mut lock(&queue)))
+        .await
+        .map_err(|e| Kind::Runtime(format!("a queue operation failed: {e}")))?
+}
+
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    // A panic mid-statement leaves nothing half done: SQLite is transactional.
+    queue.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for Round {
     fn drop(&mut self) {
-        let _ = self.queue.release_lease(&self.token);
+        if self.released {
+            return;
+        }
+        // Only when the flush was abandoned (a host's timeout, a background close).
+        // A statement of the abandoned flush may still run on the blocking pool: then
+        // the lease is given back on a thread of its own once it ends, never here.
+        let token = std::mem::take(&mut self.token);
+        if let Ok(q) = self.queue.try_lock() {
+            let _ = q.release_lease(&token);
+            return;
+        }
+        let queue = self.queue.clone();
+        let _ = std::thread::Builder::new()
+            .name("eventspool-release".into())
+            .spawn(move || {
+                let _ = lock(&queue).release_lease(&token);
+            });
     }
 }
 
 impl Round {
+    /// Now on the spool's clock, unix milliseconds.
+    pub(super) fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// [`on_queue`] with this round's connection.
+    pub(super) async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Queue) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        on_queue(&self.queue, f).await
+    }
+
+    /// Counts what is left and records the report as the last flush.
+    pub(super) async fn finish(&mut self) -> Result<FlushReport> {
+        let mut report = std::mem::replace(&mut self.report, FlushReport::new(FlushEnd::Drained));
+        let finished_at = rfc3339_ms(self.now());
+        self.db(move |q| {
+            report.remaining = q.stats()?.events;
+            let mut summary = serde_json::to_value(&report).unwrap_or_default();
+            if let Some(obj) = summary.as_object_mut() {
+                obj.insert("finished_at".into(), finished_at.into());
+                obj.insert("dropped_total".into(), report.dropped_total().into());
+            }
+            q.set_state("last_flush", Some(&summary.to_string()))?;
+            Ok(report)
+        })
+        .await
+    }
+
+    /// Gives the lease back (the normal end of a flush).
+    pub(super) async fn release(&mut self) -> Result<()> {
+        let token = self.token.clone();
+        self.db(move |q| q.release_lease(&token)).await?;
+        self.released = true;
+        Ok(())
+    }
+
     pub(super) async fn go(
         &mut self,
         deadline: Instant,
@@ -83,23 +167,26 @@ impl Round {
         progress: Option<&Progress>,
         app: &str,
     ) -> Result<()> {
-        let now = now_ms();
+        let now = self.now();
         let max_age = self.limits.max_age.as_millis() as i64;
         // Times written under a wrong clock are pulled back before anything reads them.
         let max_gap = max_age.max(24 * 3600 * 1000);
-        let clamped = self
-            .queue
-            .clamp_times(now, self.stored_backoff_cap()?, max_gap)?;
+        let limits = self.limits.clone();
+        let (clamped, not_before, why) = self
+            .db(move |q| {
+                let cap = stored_backoff_cap(q, &limits)?;
+                let clamped = q.clamp_times(now, cap, max_gap)?;
+                let until = q
+                    .get_state("not_before")?
+                    .and_then(|v| v.parse::<i64>().ok());
+                Ok((clamped, until, q.get_state(NOT_BEFORE_WHY)?))
+            })
+            .await?;
         if clamped != Default::default() {
             log::debug!("eventspool: corrected times from a wrong clock: {clamped:?}");
         }
-        if let Some(until) = self
-            .queue
-            .get_state("not_before")?
-            .and_then(|v| v.parse::<i64>().ok())
-        {
+        if let Some(until) = not_before {
             if until > now && !self.force {
-                let why = self.queue.get_state(NOT_BEFORE_WHY)?;
                 self.report.reason = Some(match why {
                     Some(why) => format!("backing off after {why}"),
                     None => "backing off after an earlier failure".into(),
@@ -110,10 +197,10 @@ impl Round {
                 return Ok(());
             }
         }
-        self.total = self.queue.stats()?.events;
+        self.total = self.db(|q| q.stats()).await?.events;
         let client = client(&self.limits, app)?;
         let batch_size = self.limits.batch_size.max(1) as usize;
-        let bare = self.limits.batch_size == 1;
+        let bytes = self.dest.byte_limits();
         // Renewed once half of it is used, not before every batch: each renewal is a
         // commit of its own.
         let lease_ms = hold(0);
@@ -127,29 +214,35 @@ impl Round {
                 ));
                 return Ok(());
             }
-            let now = now_ms();
+            let now = self.now();
             if now > lease_until - lease_ms / 2 {
                 lease_until = hold(now);
-                if !self.queue.renew_lease(&self.token, lease_until)? {
+                let token = self.token.clone();
+                let until = lease_until;
+                if !self.db(move |q| q.renew_lease(&token, until)).await? {
                     return Err(Kind::LostLease.into());
                 }
             }
             // A forced flush sends what is queued whatever its stored backoff says.
-            let due_at = if self.force { i64::MAX } else { now_ms() };
-            let batch = self.queue.due(due_at, batch_size)?;
+            let due_at = if self.force { i64::MAX } else { self.now() };
+            let batch = self.db(move |q| q.due(due_at, batch_size)).await?;
             if batch.is_empty() {
                 return Ok(());
             }
             // Expiry happens here, as events reach the front of the queue, so a flush
             // never scans the whole queue for them.
-            let cutoff = now_ms().saturating_sub(max_age);
+            let cutoff = self.now().saturating_sub(max_age);
             let max_attempts = self.limits.max_attempts;
             let (old, batch): (Vec<_>, Vec<_>) =
                 batch.into_iter().partition(|p| p.created_at < cutoff);
             let (spent, batch): (Vec<_>, Vec<_>) =
                 batch.into_iter().partition(|p| p.attempts >= max_attempts);
-            self.drop_expired(&old, "age")?;
-            self.drop_expired(&spent, "attempts")?;
+            self.drop_expired(old, "age").await?;
+            self.drop_expired(spent, "attempts").await?;
+            // Cut to what the destination takes; what is past the cut stays queued
+            // for the next batch.
+            let (too_large, batch) = destination::cut(batch, bytes, |p| p.payload.len());
+            self.drop_expired(too_large, "too_large").await?;
             if batch.is_empty() {
                 continue;
             }
@@ -158,7 +251,7 @@ impl Round {
             while let Some(chunk) = stack.pop() {
                 // Asked afresh before every request: `spool disable` in another
                 // process stops the round before its next request.
-                let consent = consent_now(&self.app, &self.dir);
+                let consent = consent_now(&self.app, &self.dir, &self.env);
                 if !consent.enabled {
                     self.report.end = FlushEnd::Disabled {
                         reason: consent.reason,
@@ -166,7 +259,7 @@ impl Round {
                     return Ok(());
                 }
                 pause_point("before_request");
-                let sent = self.send(&client, &chunk, bare, deadline).await;
+                let sent = self.send(&client, &chunk, deadline).await;
                 self.report.requests += 1;
                 let (outcome, why) = match sent {
                     Sent::Answer(outcome, why) => (outcome, why),
@@ -185,14 +278,20 @@ impl Round {
                     pause_point("after_response");
                 }
                 match outcome {
-                    Outcome::Delivered => self.report.sent += self.queue.remove(&chunk, "sent")?,
+                    Outcome::Delivered => {
+                        self.report.sent += self.db(move |q| q.remove(&chunk, "sent")).await?;
+                    }
                     Outcome::Rejected => {
-                        let n = self.queue.remove(&chunk, "dropped_rejected")?;
+                        let n = self
+                            .db(move |q| q.remove(&chunk, "dropped_rejected"))
+                            .await?;
                         self.report.drop_n("rejected", n);
                         self.report.reason = why;
                     }
                     Outcome::TooLarge if chunk.len() == 1 => {
-                        let n = self.queue.remove(&chunk, "dropped_too_large")?;
+                        let n = self
+                            .db(move |q| q.remove(&chunk, "dropped_too_large"))
+                            .await?;
                         self.report.drop_n("too_large", n);
                         self.report.reason = why;
                     }
@@ -204,7 +303,7 @@ impl Round {
                     }
                     Outcome::Retry(after) => {
                         let why = why.unwrap_or_else(|| "a retryable failure".into());
-                        self.back_off(&chunk, after, &why)?;
+                        self.back_off(&chunk, after, &why).await?;
                         return Ok(());
                     }
                 }
@@ -217,7 +316,7 @@ impl Round {
 
     /// Records the failure on the batch and pauses the whole queue: a failing
     /// endpoint is not hammered, by this process or the next one.
-    pub(super) fn back_off(
+    pub(super) async fn back_off(
         &mut self,
         chunk: &[Pending],
         after: Option<Duration>,
@@ -241,34 +340,35 @@ impl Round {
             )
             .min(cap),
         };
-        let until = now_ms().saturating_add(delay.as_millis().min(i64::MAX as u128) as i64);
+        let until = self
+            .now()
+            .saturating_add(delay.as_millis().min(i64::MAX as u128) as i64);
         // Events whose last allowed attempt this was are dropped now, not kept to wait.
         let max = self.limits.max_attempts;
         let (spent, retry): (Vec<_>, Vec<_>) =
             chunk.iter().cloned().partition(|p| p.attempts + 1 >= max);
-        self.drop_expired(&spent, "attempts")?;
-        let chunk = retry.as_slice();
-        self.queue.defer(chunk, until)?;
-        self.queue
-            .set_state("not_before", Some(&until.to_string()))?;
-        self.queue
-            .set_state(NOT_BEFORE_CAP, Some(&cap.as_millis().to_string()))?;
-        self.queue.set_state(NOT_BEFORE_WHY, Some(why))?;
+        self.drop_expired(spent, "attempts").await?;
+        let retried = retry.len() as u64;
+        let stored_why = why.to_string();
+        self.db(move |q| {
+            q.defer(&retry, until)?;
+            q.set_state("not_before", Some(&until.to_string()))?;
+            q.set_state(NOT_BEFORE_CAP, Some(&cap.as_millis().to_string()))?;
+            q.set_state(NOT_BEFORE_WHY, Some(&stored_why))
+        })
+        .await?;
         self.report.reason = Some(why.to_string());
-        self.report.retried += chunk.len() as u64;
+        self.report.retried += retried;
         self.report.end = FlushEnd::BackingOff {
             until: rfc3339_ms(until),
         };
         Ok(())
     }
 
-    pub(super) fn stored_backoff_cap(&self) -> Result<i64> {
-        stored_backoff_cap(&self.queue, &self.limits)
-    }
-
-    pub(super) fn drop_expired(&mut self, events: &[Pending], reason: &str) -> Result<()> {
+    pub(super) async fn drop_expired(&mut self, events: Vec<Pending>, reason: &str) -> Result<()> {
         if !events.is_empty() {
-            let n = self.queue.remove(events, &format!("dropped_{reason}"))?;
+            let counter = format!("dropped_{reason}");
+            let n = self.db(move |q| q.remove(&events, &counter)).await?;
             self.report.drop_n(reason, n);
         }
         Ok(())
@@ -278,26 +378,18 @@ impl Round {
         &self,
         transport: &delivery::Transport,
         chunk: &[Pending],
-        bare: bool,
         deadline: Instant,
     ) -> Sent {
         let payloads: Vec<&str> = chunk.iter().map(|p| p.payload.as_str()).collect();
-        let body = delivery::body(&payloads, bare, &rfc3339_ms(now_ms()));
-        let mut req = transport
-            .client
-            .post(self.url.clone())
-            .header("content-type", "application/json");
-        let bytes = if body.len() >= delivery::GZIP_THRESHOLD {
-            match delivery::gzip(body.as_bytes()) {
-                Ok(gz) => {
-                    req = req.header("content-encoding", "gzip");
-                    gz
-                }
-                Err(_) => body.into_bytes(),
-            }
-        } else {
-            body.into_bytes()
-        };
+        let sent_at = self.now();
+        let encoded = self.dest.encode(&payloads, &rfc3339_ms(sent_at));
+        // `Retry-After` as an HTTP date is read against the spool's clock.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(sent_at.max(0) as u64);
+        let mut req = transport.client.post(self.dest.url(&self.url));
+        for (name, value) in encoded.headers {
+            req = req.header(name, value);
+        }
+        let bytes = encoded.body;
         let events = chunk.len();
         let exchange = async {
             let resp = req.body(bytes).send().await?;
@@ -310,9 +402,9 @@ impl Round {
             if (200..300).contains(&status) {
                 drain(resp).await;
             }
-            let outcome = delivery::classify(status, retry_after.as_deref(), SystemTime::now());
+            let outcome = self.dest.classify(status, retry_after.as_deref(), now);
             let why = (outcome != Outcome::Delivered)
-                .then(|| delivery::describe_status(status, outcome, events));
+                .then(|| self.dest.describe(status, outcome, events));
             Ok::<_, reqwest::Error>(Sent::Answer(outcome, why))
         };
         // The endpoint's own slowness is bounded by the request timeout inside the

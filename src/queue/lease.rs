@@ -11,7 +11,6 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::Queue;
 use crate::error::{Error, Result};
-use crate::time::now_ms;
 
 use std::sync::OnceLock;
 
@@ -108,17 +107,17 @@ pub(crate) struct Holder {
 }
 
 impl Queue {
-    /// Takes the flush lease for `me` until `until`, unless a live holder has it.
-    /// `alive` says whether a recorded holder is still running. Returns the current
-    /// holder's pid when refused.
+    /// Takes the flush lease for `me` until `until`, unless a live holder has a lease
+    /// still running at `now`. `alive` says whether a recorded holder is still
+    /// running. Returns the current holder's pid when refused.
     pub fn take_lease(
         &mut self,
         me: &Holder,
+        now: i64,
         until: i64,
         alive: impl Fn(&Holder) -> bool,
     ) -> Result<Result<(), u32>> {
         let path = self.path.clone();
-        let now = now_ms();
         let run = |conn: &mut Connection| -> rusqlite::Result<Result<(), u32>> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let current = read_lease(&tx)?;

@@ -416,14 +416,17 @@ mod tests {
             ..a.clone()
         };
         let far = now_ms() + 60_000;
-        assert_eq!(q.take_lease(&a, far, |_| true).unwrap(), Ok(()));
-        assert_eq!(q.take_lease(&b, far, |_| true).unwrap(), Err(1));
-        assert_eq!(q.take_lease(&b, far, |_| false).unwrap(), Ok(()));
+        assert_eq!(q.take_lease(&a, now_ms(), far, |_| true).unwrap(), Ok(()));
+        assert_eq!(q.take_lease(&b, now_ms(), far, |_| true).unwrap(), Err(1));
+        assert_eq!(q.take_lease(&b, now_ms(), far, |_| false).unwrap(), Ok(()));
         assert!(!q.renew_lease("a", far).unwrap());
         q.release_lease("b").unwrap();
-        assert_eq!(q.take_lease(&a, now_ms() - 1, |_| true).unwrap(), Ok(()));
         assert_eq!(
-            q.take_lease(&b, far, |_| true).unwrap(),
+            q.take_lease(&a, now_ms(), now_ms() - 1, |_| true).unwrap(),
+            Ok(())
+        );
+        assert_eq!(
+            q.take_lease(&b, now_ms(), far, |_| true).unwrap(),
             Ok(()),
             "expired lease is taken over"
         );

@@ -1,0 +1,128 @@
+//! The seam between the flusher and a wire format: where a batch is posted, how it
+//! is encoded, how large a request may be, and what an answer means. The flusher
+//! ([`crate::flush`]) calls only this trait; the transport (client, DNS, redirects)
+//! stays in [`crate::delivery`]. The native format is the first implementation;
+//! another destination is one more file here and one arm in [`destination`].
+
+use std::time::SystemTime;
+
+use reqwest::Url;
+
+use crate::delivery::Outcome;
+use crate::limits::Limits;
+
+mod native;
+
+pub(crate) use native::Native;
+
+/// A request body ready to send, with the headers that describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Encoded {
+    /// The bytes to post.
+    pub body: Vec<u8>,
+    /// Headers describing the body (`content-type`, `content-encoding`, …).
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// Byte bounds a destination puts on what it is sent; `None` is no bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct ByteLimits {
+    /// An event larger than this is never sent: it is dropped as `too_large`.
+    pub per_event: Option<usize>,
+    /// A batch is cut before its payloads would exceed this (at least one event goes).
+    pub per_batch: Option<usize>,
+}
+
+/// A wire format and its retry rules. Object-safe: a flush holds one as
+/// `Arc<dyn Destination>`, chosen per spool by [`destination`].
+pub(crate) trait Destination: Send + Sync {
+    /// The URL batches are posted to, for the configured endpoint.
+    fn url(&self, endpoint: &Url) -> Url;
+
+    /// Encodes the stored payloads (each a JSON object) of one batch. `sent_at` is
+    /// the send time, RFC 3339.
+    fn encode(&self, payloads: &[&str], sent_at: &str) -> Encoded;
+
+    /// The byte bounds the flusher cuts batches to before sending.
+    fn byte_limits(&self) -> ByteLimits;
+
+    /// What an HTTP status (with the `Retry-After` header's value, if any) means
+    /// for the batch: which codes are delivered, retried, split or dropped.
+    fn classify(&self, status: u16, retry_after: Option<&str>, now: SystemTime) -> Outcome;
+
+    /// Says in a few words what an answer meant, for the flush report.
+    fn describe(&self, status: u16, outcome: Outcome, events: usize) -> String {
+        crate::delivery::describe_status(status, outcome, events)
+    }
+}
+
+/// The destination a spool with these limits sends to. Today always the native
+/// format; the choice is made here so the flusher never names a format.
+pub(crate) fn destination(limits: &Limits) -> std::sync::Arc<dyn Destination> {
+    std::sync::Arc::new(Native::new(limits))
+}
+
+/// What to do with the front of the queue under `limits`: the events too large to
+/// send ever (dropped as `too_large`), and the longest prefix of the rest whose
+/// payloads fit the batch bound (at least one event). Events past the cut are left
+/// queued for the next batch.
+pub(crate) fn cut<T>(
+    batch: Vec<T>,
+    limits: ByteLimits,
+    len: impl Fn(&T) -> usize,
+) -> (Vec<T>, Vec<T>) {
+    let (too_large, fits): (Vec<T>, Vec<T>) = batch
+        .into_iter()
+        .partition(|p| limits.per_event.is_some_and(|max| len(p) > max));
+    let Some(max) = limits.per_batch else {
+        return (too_large, fits);
+    };
+    let mut total = 0usize;
+    let mut send = Vec::with_capacity(fits.len());
+    for p in fits {
+        // One byte per event for the separator between payloads.
+        let n = len(&p).saturating_add(1);
+        if !send.is_empty() && total.saturating_add(n) > max {
+            break;
+        }
+        total = total.saturating_add(n);
+        send.push(p);
+    }
+    (too_large, send)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_bounds_keep_the_batch_whole() {
+        let (big, send) = cut(vec!["a"; 5], ByteLimits::default(), |s| s.len());
+        assert!(big.is_empty());
+        assert_eq!(send.len(), 5);
+    }
+
+    #[test]
+    fn oversized_events_are_set_apart_and_the_batch_is_cut_to_fit() {
+        let batch = vec!["aaaa", "b".repeat(20).leak(), "cccc", "dddd", "eeee"];
+        let limits = ByteLimits {
+            per_event: Some(10),
+            per_batch: Some(10),
+        };
+        let (big, send) = cut(batch, limits, |s| s.len());
+        assert_eq!(big.len(), 1);
+        // 4 + 1 per event: two fit in 10 bytes, the third waits for the next batch.
+        assert_eq!(send, vec!["aaaa", "cccc"]);
+    }
+
+    #[test]
+    fn a_lone_event_larger_than_the_batch_bound_still_goes() {
+        let limits = ByteLimits {
+            per_event: None,
+            per_batch: Some(3),
+        };
+        let (big, send) = cut(vec!["aaaaaa", "b"], limits, |s| s.len());
+        assert!(big.is_empty());
+        assert_eq!(send, vec!["aaaaaa"]);
+    }
+}
