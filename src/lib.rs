@@ -70,7 +70,7 @@ mod error;
 mod event;
 mod flush;
 mod fsize;
-mod gate;
+
 mod limits;
 mod notice;
 mod privacy;

@@ -1,0 +1,129 @@
+//! Building a [`Spool`]: nothing is read or written until the first call that needs it.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::{Clock, EnvLookup, Inner, Samples, Scope, Spool, State, nonempty};
+use crate::app::{default_dir, host_var, validate_app_name};
+use crate::event::Event;
+use crate::limits::Limits;
+
+/// Builds a [`Spool`]; see [`Spool::builder`].
+#[derive(Clone)]
+#[must_use]
+pub struct SpoolBuilder {
+    pub(super) samples: Option<Samples>,
+    pub(super) app: String,
+    pub(super) dir: Option<PathBuf>,
+    pub(super) tool: Option<String>,
+    pub(super) endpoint: Option<String>,
+    pub(super) limits: Option<Limits>,
+    pub(super) lock_timeout: Duration,
+    pub(super) scope: Scope,
+    pub(super) clock: Clock,
+    pub(super) env: EnvLookup,
+}
+
+impl SpoolBuilder {
+    /// The clock recording stamps events with and flushing reads for backoff, expiry,
+    /// clamping and lease times (default: the system clock). For tests: a fake clock
+    /// lets backoff and expiry be exercised without sleeping. Deadlines and timeouts
+    /// still run on real time.
+    #[doc(hidden)]
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where the spool looks up environment variables (default: the process
+    /// environment): consent, debug mode, the directory and endpoint variables, the
+    /// limit overrides. For tests that must not touch the process environment.
+    #[doc(hidden)]
+    pub fn env(mut self, env: EnvLookup) -> Self {
+        self.env = env;
+        self
+    }
+
+    /// Keeps the queue and settings in `dir` instead of the app's config directory.
+    /// The user's `<APP>_TELEMETRY_DIR` still overrides it.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Names the host tool and its version, sent as `context.tool` = `name@version`.
+    pub fn tool(mut self, name: &str, version: &str) -> Self {
+        self.tool = Some(format!("{name}@{version}"));
+        self
+    }
+
+    /// The collection endpoint; persisted so `spool flush` by hand uses it too.
+    /// `<APP>_TELEMETRY_ENDPOINT` overrides it.
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = Some(url.into());
+        self
+    }
+
+    /// The limits; persisted beside the queue. Environment variables override them.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// Tells [`Spool::schema`] what this app sends: `samples` returns one event of each
+    /// kind, built by the same functions that build the real ones, with made-up values.
+    pub fn describe(mut self, samples: impl Fn() -> Vec<Event> + Send + Sync + 'static) -> Self {
+        self.samples = Some(Arc::new(samples));
+        self
+    }
+
+    /// How long recording may wait for the queue's write lock (default 200 ms).
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// The `spool` command's spool: its directory (from `--dir`/`SPOOL_DIR`, given
+    /// to [`SpoolBuilder::dir`]) beats the app's variable, and `SPOOL_ENDPOINT` counts.
+    pub(crate) fn for_cli(mut self) -> Self {
+        self.scope = Scope::Cli;
+        self
+    }
+
+    /// Finishes the builder. Nothing is read or written until the first call that
+    /// needs it, so building is free and never fails. With an invalid app name (see
+    /// [`crate::validate_app_name`]) the spool records nothing and writes nothing
+    /// anywhere; its `try_` calls say why.
+    pub fn build(self) -> Spool {
+        let dir = if validate_app_name(&self.app).is_err() {
+            None
+        } else {
+            let env_dir = || nonempty(&self.env, &host_var(&self.app, "DIR")).map(PathBuf::from);
+            match self.scope {
+                Scope::Host => env_dir().or(self.dir),
+                Scope::Cli => self.dir.or_else(env_dir),
+            }
+            .or_else(|| default_dir(&self.app))
+        };
+        Spool {
+            inner: Arc::new(Inner {
+                app: self.app,
+                dir,
+                tool: self.tool,
+                endpoint: self.endpoint,
+                limits: self.limits,
+                lock_timeout: self.lock_timeout,
+                scope: self.scope,
+                clock: self.clock,
+                env: self.env,
+                samples: self.samples,
+                state: Mutex::new(State::default()),
+                context: OnceLock::new(),
+                session_id: uuid::Uuid::new_v4().to_string(),
+                failures: AtomicU64::new(0),
+            }),
+        }
+    }
+}
