@@ -100,10 +100,10 @@ pub use error::{Error, Result};
 pub use event::{Event, Payload};
 pub use flush::{
     BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, Detached, FlushEnd, FlushOptions, FlushReport,
-    Progress, Skipped, detached_flush_hook,
+    LastFlush, Progress, Skipped, detached_flush_hook,
 };
 pub use limits::Limits;
-pub use queue::{QueueStats, QueuedEvent};
+pub use queue::{DropReason, QueueStats, QueuedEvent};
 pub use schema::{Field, Schema};
 pub use settings::Settings;
 pub use spool::{DEFAULT_LOCK_TIMEOUT, Recorded, Spool, SpoolBuilder, Status};

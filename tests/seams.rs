@@ -158,7 +158,11 @@ fn backoff_and_expiry_follow_the_injected_clock() {
     spool.try_track(Event::new("stale")).unwrap();
     clock.fetch_add(61 * MINUTE_MS, Ordering::SeqCst);
     let expired = spool.flush_blocking(opts()).unwrap();
-    assert_eq!(expired.dropped.get("age"), Some(&1), "{expired:?}");
+    assert_eq!(
+        expired.dropped.get(&eventspool::DropReason::Age),
+        Some(&1),
+        "{expired:?}"
+    );
     assert_eq!(expired.requests, 0);
     assert_eq!(server.requests().len(), 2);
 }

@@ -76,17 +76,13 @@ pub(super) fn run(spool: &Spool, args: StatusArgs, out: &mut dyn Write) -> anyho
     Ok(())
 }
 
-fn summarize_flush(f: &serde_json::Value) -> String {
-    let at = f.get("finished_at").and_then(|v| v.as_str()).unwrap_or("?");
-    let n = |k: &str| f.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+fn summarize_flush(f: &crate::LastFlush) -> String {
+    let r = &f.report;
     let mut line = format!(
-        "{at}: sent {}, dropped {}, retried {}, remaining {}",
-        n("sent"),
-        n("dropped_total"),
-        n("retried"),
-        n("remaining")
+        "{}: sent {}, dropped {}, retried {}, remaining {}",
+        f.finished_at, r.sent, f.dropped_total, r.retried, r.remaining
     );
-    if let Some(why) = f.get("reason").and_then(|v| v.as_str()) {
+    if let Some(why) = &r.reason {
         line.push_str(&format!(" ({why})"));
     }
     line

@@ -11,14 +11,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::consent::{Consent, Persisted};
 use crate::delivery;
 use crate::error::{Error, Kind, Result};
-use crate::queue::Queue;
 use crate::queue::lease;
+use crate::queue::{DropReason, Queue};
 use crate::settings::Settings;
 use crate::spool::{EnvLookup, Spool};
 
@@ -70,7 +70,8 @@ impl FlushOptions {
 }
 
 /// Why a flush ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum FlushEnd {
     /// Nothing due is left.
@@ -95,12 +96,13 @@ pub enum FlushEnd {
 }
 
 /// What one flush did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FlushReport {
     /// Events delivered (2xx).
     pub sent: u64,
-    /// Events dropped, by reason: `age`, `attempts`, `rejected`, `too_large`.
-    pub dropped: BTreeMap<String, u64>,
+    /// Events dropped, by reason.
+    pub dropped: BTreeMap<DropReason, u64>,
     /// Events whose batch failed and will be retried.
     pub retried: u64,
     /// Events left in the queue.
@@ -114,6 +116,19 @@ pub struct FlushReport {
     /// `connection refused`, `timed out after 10s`, `DNS: …`, `HTTP 400: 3 events
     /// rejected`. `None` when nothing went wrong.
     pub reason: Option<String>,
+}
+
+/// The last flush, as the queue keeps it for `spool status` (`last_flush`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LastFlush {
+    /// When it finished, RFC 3339.
+    pub finished_at: String,
+    /// Events dropped, all reasons.
+    pub dropped_total: u64,
+    /// What it did.
+    #[serde(flatten)]
+    pub report: FlushReport,
 }
 
 impl FlushReport {
@@ -134,9 +149,9 @@ impl FlushReport {
         self.dropped.values().sum()
     }
 
-    fn drop_n(&mut self, reason: &str, n: u64) {
+    fn drop_n(&mut self, reason: DropReason, n: u64) {
         if n > 0 {
-            *self.dropped.entry(reason.to_string()).or_default() += n;
+            *self.dropped.entry(reason).or_default() += n;
         }
     }
 }
@@ -273,4 +288,26 @@ fn consent_now(app: &str, dir: &Path, env: &EnvLookup) -> Consent {
         Err(e) => Persisted::Unreadable(e.to_string()),
     };
     Consent::decide_with(app, |k| env(k), &persisted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_flush_record_reads_what_earlier_versions_wrote() {
+        // As the previous version stored it: the report's JSON plus two fields.
+        let old = r#"{"sent":3,"dropped":{"rejected":2,"age":1},"retried":0,"remaining":4,
+            "requests":2,"end":{"kind":"backing_off","until":"2026-12-01T10:00:00.000Z"},
+            "reason":"HTTP 503","finished_at":"2026-12-01T09:59:00.000Z","dropped_total":3}"#;
+        let last: LastFlush = serde_json::from_str(old).unwrap();
+        assert_eq!(last.report.sent, 3);
+        assert_eq!(last.report.dropped[&DropReason::Rejected], 2);
+        assert_eq!(last.report.dropped[&DropReason::Age], 1);
+        assert_eq!(last.report.reason.as_deref(), Some("HTTP 503"));
+        assert!(matches!(last.report.end, FlushEnd::BackingOff { .. }));
+        let again: LastFlush =
+            serde_json::from_str(&serde_json::to_string(&last).unwrap()).unwrap();
+        assert_eq!(again, last);
+    }
 }

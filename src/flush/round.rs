@@ -7,12 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{FlushEnd, FlushReport, Progress, consent_now};
+use super::{FlushEnd, FlushReport, LastFlush, Progress, consent_now};
 use crate::delivery::{self, MAX_RESPONSE_BYTES, Outcome};
 use crate::destination::{self, Destination};
 use crate::error::{Kind, Result};
 use crate::limits::Limits;
-use crate::queue::{Pending, Queue};
+use crate::queue::{Counter, DropReason, Pending, Queue};
 use crate::spool::{Clock, EnvLookup};
 use crate::time::rfc3339_ms;
 
@@ -141,13 +141,16 @@ impl Round {
         let finished_at = rfc3339_ms(self.now());
         self.db(move |q| {
             report.remaining = q.stats()?.events;
-            let mut summary = serde_json::to_value(&report).unwrap_or_default();
-            if let Some(obj) = summary.as_object_mut() {
-                obj.insert("finished_at".into(), finished_at.into());
-                obj.insert("dropped_total".into(), report.dropped_total().into());
-            }
-            q.set_state("last_flush", Some(&summary.to_string()))?;
-            Ok(report)
+            let last = LastFlush {
+                finished_at,
+                dropped_total: report.dropped_total(),
+                report,
+            };
+            q.set_state(
+                "last_flush",
+                Some(&serde_json::to_string(&last).unwrap_or_default()),
+            )?;
+            Ok(last.report)
         })
         .await
     }
@@ -237,12 +240,12 @@ impl Round {
                 batch.into_iter().partition(|p| p.created_at < cutoff);
             let (spent, batch): (Vec<_>, Vec<_>) =
                 batch.into_iter().partition(|p| p.attempts >= max_attempts);
-            self.drop_expired(old, "age").await?;
-            self.drop_expired(spent, "attempts").await?;
+            self.drop_expired(old, DropReason::Age).await?;
+            self.drop_expired(spent, DropReason::Attempts).await?;
             // Cut to what the destination takes; what is past the cut stays queued
             // for the next batch.
             let (too_large, batch) = destination::cut(batch, bytes, |p| p.payload.len());
-            self.drop_expired(too_large, "too_large").await?;
+            self.drop_expired(too_large, DropReason::TooLarge).await?;
             if batch.is_empty() {
                 continue;
             }
@@ -279,20 +282,21 @@ impl Round {
                 }
                 match outcome {
                     Outcome::Delivered => {
-                        self.report.sent += self.db(move |q| q.remove(&chunk, "sent")).await?;
+                        self.report.sent +=
+                            self.db(move |q| q.remove(&chunk, Counter::Sent)).await?;
                     }
                     Outcome::Rejected => {
                         let n = self
-                            .db(move |q| q.remove(&chunk, "dropped_rejected"))
+                            .db(move |q| q.remove(&chunk, Counter::Dropped(DropReason::Rejected)))
                             .await?;
-                        self.report.drop_n("rejected", n);
+                        self.report.drop_n(DropReason::Rejected, n);
                         self.report.reason = why;
                     }
                     Outcome::TooLarge if chunk.len() == 1 => {
                         let n = self
-                            .db(move |q| q.remove(&chunk, "dropped_too_large"))
+                            .db(move |q| q.remove(&chunk, Counter::Dropped(DropReason::TooLarge)))
                             .await?;
-                        self.report.drop_n("too_large", n);
+                        self.report.drop_n(DropReason::TooLarge, n);
                         self.report.reason = why;
                     }
                     Outcome::TooLarge => {
@@ -347,7 +351,7 @@ impl Round {
         let max = self.limits.max_attempts;
         let (spent, retry): (Vec<_>, Vec<_>) =
             chunk.iter().cloned().partition(|p| p.attempts + 1 >= max);
-        self.drop_expired(spent, "attempts").await?;
+        self.drop_expired(spent, DropReason::Attempts).await?;
         let retried = retry.len() as u64;
         let stored_why = why.to_string();
         self.db(move |q| {
@@ -365,10 +369,15 @@ impl Round {
         Ok(())
     }
 
-    pub(super) async fn drop_expired(&mut self, events: Vec<Pending>, reason: &str) -> Result<()> {
+    pub(super) async fn drop_expired(
+        &mut self,
+        events: Vec<Pending>,
+        reason: DropReason,
+    ) -> Result<()> {
         if !events.is_empty() {
-            let counter = format!("dropped_{reason}");
-            let n = self.db(move |q| q.remove(&events, &counter)).await?;
+            let n = self
+                .db(move |q| q.remove(&events, Counter::Dropped(reason)))
+                .await?;
             self.report.drop_n(reason, n);
         }
         Ok(())

@@ -2,9 +2,90 @@
 //! read back, delivery and drop counters, and small key-value state.
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
 
 use super::{ADD_COUNTER, ADJUST_TOTALS, Queue};
 use crate::error::{Error, Result};
+
+/// Why an event left the queue without being delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Evicted, oldest first, past the queue's caps on events or bytes.
+    Cap,
+    /// Older than the max age.
+    Age,
+    /// Past the max delivery attempts.
+    Attempts,
+    /// The endpoint refused it (a 4xx other than 408, 413 and 429).
+    Rejected,
+    /// Too large for the endpoint, even alone.
+    TooLarge,
+}
+
+impl DropReason {
+    /// Every reason, in the order `status` lists them.
+    pub(crate) const ALL: [DropReason; 5] = [
+        DropReason::Cap,
+        DropReason::Age,
+        DropReason::Attempts,
+        DropReason::Rejected,
+        DropReason::TooLarge,
+    ];
+
+    /// The name `status` and the JSON use: `cap`, `age`, `attempts`, `rejected`,
+    /// `too_large`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Cap => "cap",
+            DropReason::Age => "age",
+            DropReason::Attempts => "attempts",
+            DropReason::Rejected => "rejected",
+            DropReason::TooLarge => "too_large",
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A counter in the queue's `counters` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counter {
+    /// Events delivered.
+    Sent,
+    /// Events dropped, by reason.
+    Dropped(DropReason),
+}
+
+impl Counter {
+    /// The row's name: `sent`, or `dropped_<reason>`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Counter::Sent => "sent",
+            Counter::Dropped(DropReason::Cap) => "dropped_cap",
+            Counter::Dropped(DropReason::Age) => "dropped_age",
+            Counter::Dropped(DropReason::Attempts) => "dropped_attempts",
+            Counter::Dropped(DropReason::Rejected) => "dropped_rejected",
+            Counter::Dropped(DropReason::TooLarge) => "dropped_too_large",
+        }
+    }
+
+    /// The counter named `name`, if this version knows it.
+    pub(crate) fn parse(name: &str) -> Option<Counter> {
+        if name == "sent" {
+            return Some(Counter::Sent);
+        }
+        DropReason::ALL
+            .into_iter()
+            .map(Counter::Dropped)
+            .find(|c| c.name() == name)
+    }
+}
 
 impl Queue {
     pub(super) fn state(&self, key: &str) -> rusqlite::Result<Option<String>> {
@@ -128,7 +209,7 @@ impl Queue {
 
     /// Deletes the given events (matched by seq and id, so a row that replaced one
     /// after a `clear` is never touched) and adds how many were deleted to `counter`.
-    pub fn remove(&mut self, events: &[Pending], counter: &str) -> Result<u64> {
+    pub fn remove(&mut self, events: &[Pending], counter: Counter) -> Result<u64> {
         let path = self.path.clone();
         let run = |conn: &mut Connection| -> rusqlite::Result<u64> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -147,7 +228,7 @@ impl Queue {
                     tx.prepare_cached(ADJUST_TOTALS)?
                         .execute(params![-(n as i64), -bytes])?;
                     tx.prepare_cached(ADD_COUNTER)?
-                        .execute(params![counter, n as i64])?;
+                        .execute(params![counter.name(), n as i64])?;
                 }
             }
             tx.commit()?;

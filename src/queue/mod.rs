@@ -23,7 +23,8 @@ mod migrate;
 mod open;
 mod wal;
 
-pub(crate) use delivery::Pending;
+pub use delivery::DropReason;
+pub(crate) use delivery::{Counter, Pending};
 pub(crate) use fs::{check_dir, ensure_dir};
 use open::remove_set_aside;
 
@@ -78,14 +79,14 @@ pub struct QueueStats {
     #[serde(serialize_with = "crate::time::serialize_opt_rfc3339")]
     pub oldest: Option<i64>,
     /// Events dropped so far, by reason (`cap`, `age`, `attempts`, `rejected`, `too_large`).
-    pub dropped: BTreeMap<String, u64>,
+    pub dropped: BTreeMap<DropReason, u64>,
     /// Events delivered so far.
     pub sent: u64,
     /// No delivery before this time (server backoff), unix milliseconds.
     #[serde(serialize_with = "crate::time::serialize_opt_rfc3339")]
     pub not_before: Option<i64>,
-    /// The last flush's report as JSON, if any flush ran.
-    pub last_flush: Option<serde_json::Value>,
+    /// The last flush, if any flush ran.
+    pub last_flush: Option<crate::flush::LastFlush>,
 }
 
 /// An event ready to be inserted.
@@ -160,7 +161,7 @@ fn enforce_caps(
     tx.prepare_cached("UPDATE totals SET events = ?1, bytes = ?2 WHERE id = 0")?
         .execute(params![events, bytes])?;
     tx.prepare_cached(ADD_COUNTER)?
-        .execute(params!["dropped_cap", n as i64])?;
+        .execute(params![Counter::Dropped(DropReason::Cap).name(), n as i64])?;
     Ok(n)
 }
 
@@ -304,11 +305,12 @@ impl Queue {
                 .prepare_cached("SELECT name, value FROM counters")?;
             for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
                 let (name, value) = row?;
-                match name.strip_prefix("dropped_") {
-                    Some(reason) => {
-                        dropped.insert(reason.to_string(), value.max(0) as u64);
+                match Counter::parse(&name) {
+                    Some(Counter::Dropped(reason)) => {
+                        dropped.insert(reason, value.max(0) as u64);
                     }
-                    None if name == "sent" => sent = value.max(0) as u64,
+                    Some(Counter::Sent) => sent = value.max(0) as u64,
+                    // A counter a newer version added: not ours to show.
                     None => {}
                 }
             }
@@ -366,7 +368,7 @@ mod tests {
         assert_eq!(put(&mut q, 5, 300), 7);
         let s = q.stats().unwrap();
         assert_eq!((s.events, s.bytes), (3, 900));
-        assert_eq!(s.dropped["cap"], 9);
+        assert_eq!(s.dropped[&DropReason::Cap], 9);
     }
 
     /// The totals are kept by hand in every write path; they must equal a recount.
@@ -392,9 +394,9 @@ mod tests {
         put(&mut q, 4, 300); // past both caps: evicts
         check(&q);
         let due = q.due(now_ms(), 2).unwrap();
-        q.remove(&due, "sent").unwrap();
+        q.remove(&due, Counter::Sent).unwrap();
         check(&q);
-        q.remove(&due, "sent").unwrap(); // already gone: no change
+        q.remove(&due, Counter::Sent).unwrap(); // already gone: no change
         check(&q);
         q.purge(Duration::from_secs(1)).unwrap();
         check(&q);
