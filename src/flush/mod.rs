@@ -24,6 +24,7 @@ use crate::spool::{EnvLookup, Spool};
 
 mod background;
 mod detached;
+mod plan;
 mod round;
 
 pub use background::BackgroundFlusher;

@@ -7,9 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::plan::{Step, plan_answer, plan_batch};
 use super::{FlushEnd, FlushReport, LastFlush, Progress, consent_now};
 use crate::delivery::{self, MAX_RESPONSE_BYTES, Outcome};
-use crate::destination::{self, Destination};
+use crate::destination::Destination;
 use crate::error::{Kind, Result};
 use crate::limits::Limits;
 use crate::queue::{Counter, DropReason, Pending, Queue};
@@ -232,20 +233,11 @@ impl Round {
             if batch.is_empty() {
                 return Ok(());
             }
-            // Expiry happens here, as events reach the front of the queue, so a flush
-            // never scans the whole queue for them.
-            let cutoff = self.now().saturating_sub(max_age);
-            let max_attempts = self.limits.max_attempts;
-            let (old, batch): (Vec<_>, Vec<_>) =
-                batch.into_iter().partition(|p| p.created_at < cutoff);
-            let (spent, batch): (Vec<_>, Vec<_>) =
-                batch.into_iter().partition(|p| p.attempts >= max_attempts);
-            self.drop_expired(old, DropReason::Age).await?;
-            self.drop_expired(spent, DropReason::Attempts).await?;
-            // Cut to what the destination takes; what is past the cut stays queued
-            // for the next batch.
-            let (too_large, batch) = destination::cut(batch, bytes, |p| p.payload.len());
-            self.drop_expired(too_large, DropReason::TooLarge).await?;
+            let plan = plan_batch(batch, self.now(), max_age, self.limits.max_attempts, bytes);
+            for (reason, events) in plan.drop {
+                self.drop_expired(events, reason).await?;
+            }
+            let batch = plan.send;
             if batch.is_empty() {
                 continue;
             }
@@ -280,32 +272,21 @@ impl Round {
                 if outcome == Outcome::Delivered {
                     pause_point("after_response");
                 }
-                match outcome {
-                    Outcome::Delivered => {
+                match plan_answer(chunk, outcome) {
+                    Step::Delivered(chunk) => {
                         self.report.sent +=
                             self.db(move |q| q.remove(&chunk, Counter::Sent)).await?;
                     }
-                    Outcome::Rejected => {
-                        let n = self
-                            .db(move |q| q.remove(&chunk, Counter::Dropped(DropReason::Rejected)))
-                            .await?;
-                        self.report.drop_n(DropReason::Rejected, n);
+                    Step::Drop(reason, chunk) => {
+                        self.drop_expired(chunk, reason).await?;
                         self.report.reason = why;
                     }
-                    Outcome::TooLarge if chunk.len() == 1 => {
-                        let n = self
-                            .db(move |q| q.remove(&chunk, Counter::Dropped(DropReason::TooLarge)))
-                            .await?;
-                        self.report.drop_n(DropReason::TooLarge, n);
-                        self.report.reason = why;
-                    }
-                    Outcome::TooLarge => {
-                        let mut first = chunk;
-                        let second = first.split_off(first.len() / 2);
+                    Step::Split(first, second) => {
+                        // Sent in order: a stack pops the first half first.
                         stack.push(second);
                         stack.push(first);
                     }
-                    Outcome::Retry(after) => {
+                    Step::BackOff(chunk, after) => {
                         let why = why.unwrap_or_else(|| "a retryable failure".into());
                         self.back_off(&chunk, after, &why).await?;
                         return Ok(());

@@ -266,6 +266,13 @@ pub(crate) struct Pending {
     pub attempts: u32,
 }
 
+/// Rows are addressed by (seq, id): the same pair is the same event.
+impl PartialEq for Pending {
+    fn eq(&self, other: &Self) -> bool {
+        (self.seq, &self.id) == (other.seq, &other.id)
+    }
+}
+
 /// What [`Queue::clamp_times`] corrected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Clamped {
