@@ -152,6 +152,17 @@ fn nothing_recorded_while_disable_runs_stays_queued() {
     assert!(queued(&dir).is_empty());
 }
 
+/// Another process's connection with a read transaction open: no checkpoint can pass
+/// its snapshot, so the WAL cannot be truncated until it is dropped.
+fn reader_pinning_the_wal(dir: &std::path::Path) -> rusqlite::Connection {
+    let reader = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    reader
+}
+
 /// Tracks every 300 ms for 4 s, as a busy host would; returns how many were queued.
 fn tick_for_four_seconds(host: &Spool) -> usize {
     let mut recorded = 0;
@@ -197,11 +208,7 @@ fn recording_resumes_after_a_full_wal_while_the_host_keeps_tracking() {
     };
     let host = Spool::builder("spool").dir(&dir).limits(limits).build();
     host.track(Event::new("first"));
-    let mut reader = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
-    let tx = reader.transaction().unwrap();
-    let _: i64 = tx
-        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    let reader = reader_pinning_the_wal(&dir);
     // Record until the pinned WAL is full and events are refused.
     let big = "y ".repeat(1500);
     let mut refused = false;
@@ -215,7 +222,6 @@ fn recording_resumes_after_a_full_wal_while_the_host_keeps_tracking() {
         }
     }
     assert!(refused, "the WAL never filled");
-    tx.commit().unwrap();
     drop(reader);
     let recorded = tick_for_four_seconds(&host);
     assert!(
@@ -231,18 +237,13 @@ fn a_purge_that_another_connection_blocks_says_so_and_completes_when_run_again()
     let _host = queue_with_marked_events(&dir, marker);
     // Another process's connection holds a read transaction: the WAL cannot be
     // truncated past its snapshot, so old pages would stay in it.
-    let mut reader = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
-    let tx = reader.transaction().unwrap();
-    let _: i64 = tx
-        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    let reader = reader_pinning_the_wal(&dir);
     let line = spool(&dir).args(["clear"]).fails_with(1);
     assert!(line.contains("holds it open"), "{line}");
     assert!(
         queued(&dir).is_empty(),
         "the events are gone from the queue"
     );
-    tx.commit().unwrap();
     drop(reader);
     spool(&dir).args(["clear"]).ok();
     assert_eq!(
@@ -258,11 +259,7 @@ fn a_slow_purge_never_holds_up_the_same_hosts_track() {
     let host = Spool::builder("spool").dir(&dir).build();
     host.track(Event::new("first"));
     // A reader pins the WAL, so the purge waits its full time for the truncation.
-    let mut reader = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
-    let tx = reader.transaction().unwrap();
-    let _: i64 = tx
-        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
-        .unwrap();
+    let reader = reader_pinning_the_wal(&dir);
     let purging = {
         let host = host.clone();
         std::thread::spawn(move || host.clear())
@@ -279,7 +276,6 @@ fn a_slow_purge_never_holds_up_the_same_hosts_track() {
         slowest < Duration::from_millis(500),
         "track waited {slowest:?}"
     );
-    tx.commit().unwrap();
     drop(reader);
     let _ = purging.join().unwrap();
 }
