@@ -192,6 +192,19 @@ fn a_settings_file_that_is_a_fifo_a_device_or_huge_never_blocks_or_slows_a_host(
     assert!(queued(&dir).is_empty());
 }
 
+/// A host's consent for `dir` is off and names `why`, and `spool track` fails saying it.
+#[track_caller]
+fn off_because(dir: &std::path::Path, why: &str) {
+    let consent = eventspool::Spool::builder("spool")
+        .dir(dir)
+        .build()
+        .consent();
+    assert!(!consent.enabled);
+    assert!(consent.reason.contains(why), "{}", consent.reason);
+    let line = spool(dir).args(["track", "e"]).fails();
+    assert!(line.contains(why), "{line}");
+}
+
 #[test]
 fn status_names_the_real_reason_telemetry_is_off() {
     // A --dir that is a file.
@@ -199,35 +212,13 @@ fn status_names_the_real_reason_telemetry_is_off() {
     std::fs::write(&dir, "not a directory").unwrap();
     let line = spool(&dir).args(["status"]).fails();
     assert!(line.contains("is not a directory"), "{line}");
-    let consent = eventspool::Spool::builder("spool")
-        .dir(&dir)
-        .build()
-        .consent();
-    assert!(!consent.enabled);
-    assert!(
-        consent.reason.contains("is not a directory"),
-        "{}",
-        consent.reason
-    );
-    let line = spool(&dir).args(["track", "e"]).fails();
-    assert!(line.contains("is not a directory"), "{line}");
+    off_because(&dir, "is not a directory");
 
     // A directory that belongs to someone else.
     let (_t, dir) = temp();
     std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
-    let consent = eventspool::Spool::builder("spool")
-        .dir(&dir)
-        .build()
-        .consent();
-    assert!(!consent.enabled);
-    assert!(
-        consent.reason.contains("belongs to another user"),
-        "{}",
-        consent.reason
-    );
-    let line = spool(&dir).args(["track", "e"]).fails();
-    assert!(line.contains("belongs to another user"), "{line}");
+    off_because(&dir, "belongs to another user");
 
     // A malformed config.json.
     let (_t, dir) = temp();
