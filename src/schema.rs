@@ -11,6 +11,7 @@ use crate::privacy::is_error_key;
 
 /// One field of the events an app sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Field {
     /// Dotted path in the payload, e.g. `context.os` or `properties.duration`.
     pub name: String,
@@ -25,6 +26,7 @@ pub struct Field {
 /// Every field an app sends: the envelope and context every event has, then the
 /// properties of each event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Schema {
     /// The app name.
     pub app: String,

@@ -10,6 +10,7 @@ use crate::flush::FlushOptions;
 use crate::spool::Spool;
 
 /// A flusher running on its own thread; see [`Spool::start_background_flusher`].
+#[must_use = "dropping it stops the flusher at once; call close(timeout) to flush what is left"]
 pub struct BackgroundFlusher {
     stop: Option<watch::Sender<Option<Instant>>>,
     done: mpsc::Receiver<()>,

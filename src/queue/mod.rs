@@ -45,6 +45,7 @@ const ADD_COUNTER: &str = "INSERT INTO counters (name, value) VALUES (?1, ?2)
 
 /// One event waiting in the queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct QueuedEvent {
     /// Position in the queue: smaller is older.
     #[serde(skip)]

@@ -64,6 +64,7 @@ pub(crate) enum Scope {
 
 /// What [`Spool::try_track`] did with an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Recorded {
     /// Queued under this id.
     Queued(String),
