@@ -182,6 +182,28 @@ impl Settings {
     }
 }
 
+/// Modification time, size and inode of a file: enough to notice a rewrite (an
+/// atomic replace always changes the inode) without reading it.
+pub(crate) type Stamp = (std::time::SystemTime, u64, u64);
+
+/// The [`Stamp`] of a file, `None` if it does not exist.
+pub(crate) fn stamp(path: &Path) -> Option<Stamp> {
+    fs::metadata(path).ok().as_ref().map(stamp_of)
+}
+
+/// The [`Stamp`] of a file's metadata.
+pub(crate) fn stamp_of(m: &fs::Metadata) -> Stamp {
+    #[cfg(unix)]
+    let ino = std::os::unix::fs::MetadataExt::ino(m);
+    #[cfg(not(unix))]
+    let ino = 0;
+    (
+        m.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH),
+        m.len(),
+        ino,
+    )
+}
+
 /// An exclusive `flock` on the queue directory, held while settings are read and
 /// rewritten; released when dropped. Only writers take it: readers see whole files
 /// anyway, thanks to the atomic rename.

@@ -239,6 +239,7 @@ impl Spool {
             force: false,
             deadline_len: Duration::ZERO,
             released: false,
+            consent_seen: None,
             clock: self.inner.clock(),
             env: self.inner.env(),
         })))

@@ -9,11 +9,13 @@ use tokio::time::Instant;
 
 use super::plan::{Step, plan_answer, plan_batch};
 use super::{FlushEnd, FlushReport, LastFlush, Progress, consent_now};
+use crate::consent::Consent;
 use crate::delivery::{self, MAX_RESPONSE_BYTES, Outcome};
 use crate::destination::Destination;
 use crate::error::{Kind, Result};
 use crate::limits::Limits;
 use crate::queue::{Counter, DropReason, Pending, Queue};
+use crate::settings::Settings;
 use crate::spool::{Clock, EnvLookup};
 use crate::time::rfc3339_ms;
 
@@ -76,6 +78,8 @@ pub(super) struct Round {
     pub(super) deadline_len: Duration,
     /// The lease was given back on the normal path; nothing left for `drop`.
     pub(super) released: bool,
+    /// The settings file's stamp when consent was last decided, and the decision.
+    pub(super) consent_seen: Option<(Option<crate::settings::Stamp>, Consent)>,
     /// The spool's clock: backoff, expiry, clamping and lease times.
     pub(super) clock: Clock,
     /// The spool's environment: consent before each request.
@@ -126,6 +130,23 @@ impl Round {
     /// Now on the spool's clock, unix milliseconds.
     pub(super) fn now(&self) -> i64 {
         (self.clock)()
+    }
+
+    /// Consent, decided afresh before every request from `config.json` and the
+    /// environment, not from the spool's cache: `spool disable` in another process
+    /// stops the round before its next request. The file is read again only when its
+    /// stamp (mtime, size, inode) changed, which every rewrite does: one `stat` a
+    /// request instead of a read and a parse.
+    pub(super) fn consent_before_request(&mut self) -> Consent {
+        let now = crate::settings::stamp(&Settings::path(&self.dir));
+        match &self.consent_seen {
+            Some((seen, consent)) if *seen == now && now.is_some() => consent.clone(),
+            _ => {
+                let consent = consent_now(&self.app, &self.dir, &self.env);
+                self.consent_seen = Some((now, consent.clone()));
+                consent
+            }
+        }
     }
 
     /// [`on_queue`] with this round's connection.
@@ -246,7 +267,7 @@ impl Round {
             while let Some(chunk) = stack.pop() {
                 // Asked afresh before every request: `spool disable` in another
                 // process stops the round before its next request.
-                let consent = consent_now(&self.app, &self.dir, &self.env);
+                let consent = self.consent_before_request();
                 if !consent.enabled {
                     self.report.end = FlushEnd::Disabled {
                         reason: consent.reason,

@@ -1,8 +1,7 @@
 //! `config.json` as last read: re-read when its stamp changes, looked at no more
 //! often than every 250 ms, and synced once per process with what the host set.
 
-use std::path::Path;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use super::{Inner, SETTINGS_RECHECK, State};
 use crate::consent::Persisted;
@@ -24,22 +23,7 @@ pub(super) struct SettingsCache {
     pub(super) unreadable: Option<String>,
 }
 
-/// Modification time, size and inode of a file: enough to notice a rewrite (an
-/// atomic replace always changes the inode) without reading it.
-pub(super) type Stamp = (SystemTime, u64, u64);
-
-/// The [`Stamp`] of a file, `None` if it does not exist.
-pub(super) fn stamp(path: &Path) -> Option<Stamp> {
-    std::fs::metadata(path).ok().as_ref().map(stamp_of)
-}
-
-pub(super) fn stamp_of(m: &std::fs::Metadata) -> Stamp {
-    #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(m);
-    #[cfg(not(unix))]
-    let ino = 0;
-    (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len(), ino)
-}
+pub(super) use crate::settings::{Stamp, stamp, stamp_of};
 
 impl Inner {
     /// Re-reads `config.json` if its modification time or size changed.
