@@ -40,6 +40,8 @@ pub(crate) enum Kind {
     Endpoint { url: String, why: String },
     #[error("no endpoint configured: pass --endpoint, set SPOOL_ENDPOINT, or set one in the host")]
     NoEndpoint,
+    #[error("{0}")]
+    Destination(String),
     #[error("no queued event with id {0:?}")]
     UnknownId(String),
     #[error("id prefix {0:?} matches more than one event; give more of it")]
@@ -103,6 +105,7 @@ impl Error {
                 | Kind::Setting { .. }
                 | Kind::Endpoint { .. }
                 | Kind::NoEndpoint
+                | Kind::Destination(_)
                 | Kind::UnknownId(_)
                 | Kind::AmbiguousId(_)
         )

@@ -96,6 +96,7 @@ pub mod fuzzing {
 pub use app::validate_app_name;
 pub use consent::Consent;
 pub use context::Context;
+pub use destination::{Compression, DestinationConfig, DestinationKind, OtlpProtocol};
 pub use error::{Error, Result};
 pub use event::{Event, Payload};
 pub use flush::{

@@ -81,7 +81,12 @@ pub struct Settings {
     /// Random per install; sent with every event.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub anonymous_id: Option<String>,
-    /// The collection endpoint the host configured.
+    /// Where events are sent: the host's choice in code, or the user's
+    /// (`spool config set`), which the host's code then leaves alone.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub destination: Option<crate::DestinationConfig>,
+    /// The collection endpoint as versions before destinations kept it; read when
+    /// there is no `destination`, and moved into it on the next write.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub endpoint: Option<String>,
     /// `name@version` of the host tool.

@@ -13,9 +13,18 @@ use crate::{FlushEnd, FlushOptions, Spool};
 /// Arguments of `spool flush`.
 #[derive(Debug, Clone, Args)]
 pub struct FlushArgs {
-    /// Collection endpoint (https://, or http:// to a loopback host); default: SPOOL_ENDPOINT, then the persisted one
+    /// Wire format: native, posthog, segment or otlp; default: SPOOL_DESTINATION, then the persisted one
+    #[arg(long, value_name = "KIND")]
+    pub destination: Option<String>,
+    /// Collection endpoint (https://, or http:// to a loopback host); default: SPOOL_ENDPOINT, then the persisted one, then the kind's default
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+    /// PostHog project key or Segment write key; default: SPOOL_API_KEY, then the persisted one
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// An extra request header, e.g. authorization=Bearer… for an OTLP collector (repeatable)
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
     /// Give up after this long, e.g. 60s or 500ms
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub timeout: String,
@@ -30,16 +39,14 @@ pub struct FlushArgs {
 pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     super::check_env_limits()?;
     let deadline = parse_duration("--timeout", &args.timeout)?;
-    let endpoint = args.endpoint.or_else(|| spool.endpoint());
-    if let Some(url) = &endpoint {
-        crate::delivery::check_endpoint(url)?;
-    }
+    let destination = target(spool, &args)?;
     if args.detach {
-        return detach(spool, endpoint, deadline, out);
+        return detach(spool, destination, deadline, out);
     }
     let bar = progress_bar();
     let opts = FlushOptions {
-        endpoint,
+        endpoint: None,
+        destination,
         deadline,
         progress: bar.clone().map(|b| {
             Arc::new(move |done: u64, total: u64| {
@@ -108,9 +115,27 @@ pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow
     Ok(())
 }
 
+/// The destination this flush sends to, from the flags over the environment over
+/// the persisted one, checked before anything is sent; `None`: no endpoint (the
+/// flush says so).
+fn target(spool: &Spool, args: &FlushArgs) -> anyhow::Result<Option<crate::DestinationConfig>> {
+    let over = crate::destination::Overrides {
+        kind: args.destination.as_deref().map(str::parse).transpose()?,
+        endpoint: args.endpoint.clone(),
+        api_key: args.api_key.clone(),
+        headers: args
+            .headers
+            .iter()
+            .map(|h| crate::destination::parse_header(h))
+            .collect::<crate::Result<_>>()?,
+    };
+    let target = spool.target(None, &over)?;
+    Ok(target.as_ref().map(crate::DestinationConfig::from))
+}
+
 fn detach(
     spool: &Spool,
-    endpoint: Option<String>,
+    endpoint: Option<crate::DestinationConfig>,
     lifetime: Duration,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {

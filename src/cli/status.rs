@@ -44,6 +44,28 @@ pub(super) fn run(spool: &Spool, args: StatusArgs, out: &mut dyn Write) -> anyho
             .as_ref()
             .map_or("(no home directory)".into(), |d| d.display().to_string())
     )?;
+    let d = &s.destination;
+    let mut sends = d.kind.to_string();
+    if let Some(key) = &d.api_key {
+        sends.push_str(&format!(", key {key}"));
+    }
+    if !d.headers.is_empty() {
+        let names: Vec<&str> = d.headers.keys().map(String::as_str).collect();
+        sends.push_str(&format!(", headers {}", names.join(", ")));
+    }
+    if let Some(p) = d
+        .protocol
+        .filter(|_| d.kind == crate::DestinationKind::Otlp)
+    {
+        sends.push_str(match p {
+            crate::OtlpProtocol::Protobuf => ", http/protobuf",
+            crate::OtlpProtocol::Json => ", http/json",
+        });
+    }
+    if d.set_by_user {
+        sends.push_str(" (set by you: spool config unset destination to give it back)");
+    }
+    writeln!(out, "destination: {sends}")?;
     writeln!(
         out,
         "endpoint:   {}",

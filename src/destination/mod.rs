@@ -4,6 +4,7 @@
 //! stays in [`crate::delivery`]. The native format is the first implementation;
 //! another destination is one more file here and one arm in [`destination`].
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use reqwest::Url;
@@ -11,8 +12,11 @@ use reqwest::Url;
 use crate::delivery::Outcome;
 use crate::limits::Limits;
 
+mod config;
 mod native;
 
+pub use config::{Compression, DestinationConfig, DestinationKind, OtlpProtocol};
+pub(crate) use config::{Overrides, Target, apply, parse_header, resolve};
 pub(crate) use native::Native;
 
 /// A request body ready to send, with the headers that describe it.
@@ -33,15 +37,35 @@ pub(crate) struct ByteLimits {
     pub per_batch: Option<usize>,
 }
 
+/// One batch as the flusher hands it to [`Destination::encode`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batch<'a> {
+    /// The stored payloads, each a JSON object as recording wrote it.
+    pub payloads: &'a [&'a str],
+    /// The send time, RFC 3339.
+    pub sent_at: &'a str,
+    /// How many earlier attempts of these events failed (0 on a first send): the
+    /// most of any event in the batch.
+    #[allow(dead_code)] // Read by the destinations that send a retry count.
+    pub retry: u32,
+}
+
 /// A wire format and its retry rules. Object-safe: a flush holds one as
-/// `Arc<dyn Destination>`, chosen per spool by [`destination`].
+/// `Arc<dyn Destination>`, chosen per spool by [`build`].
 pub(crate) trait Destination: Send + Sync {
     /// The URL batches are posted to, for the configured endpoint.
     fn url(&self, endpoint: &Url) -> Url;
 
-    /// Encodes the stored payloads (each a JSON object) of one batch. `sent_at` is
-    /// the send time, RFC 3339.
-    fn encode(&self, payloads: &[&str], sent_at: &str) -> Encoded;
+    /// Encodes one batch: the body and the headers that describe it (content type,
+    /// encoding, authentication).
+    fn encode(&self, batch: &Batch<'_>) -> Encoded;
+
+    /// How many bytes one stored payload takes once mapped to this format: what
+    /// [`ByteLimits`] are checked against (a destination that maps events to a
+    /// larger shape checks the size it sends, not the size it stores).
+    fn event_len(&self, payload: &str) -> usize {
+        payload.len()
+    }
 
     /// The byte bounds the flusher cuts batches to before sending.
     fn byte_limits(&self) -> ByteLimits;
@@ -50,16 +74,33 @@ pub(crate) trait Destination: Send + Sync {
     /// for the batch: which codes are delivered, retried, split or dropped.
     fn classify(&self, status: u16, retry_after: Option<&str>, now: SystemTime) -> Outcome;
 
+    /// True if a 2xx reply's body means something ([`Destination::reply_note`]);
+    /// otherwise it is drained unread.
+    fn reads_reply(&self) -> bool {
+        false
+    }
+
+    /// What a delivered batch's reply body (at most [`crate::delivery::MAX_RESPONSE_BYTES`])
+    /// says that the flush report should mention, e.g. records a collector refused
+    /// in a partial success. Never turns a delivery into a retry.
+    fn reply_note(&self, _body: &[u8]) -> Option<String> {
+        None
+    }
+
     /// Says in a few words what an answer meant, for the flush report.
     fn describe(&self, status: u16, outcome: Outcome, events: usize) -> String {
         crate::delivery::describe_status(status, outcome, events)
     }
 }
 
-/// The destination a spool with these limits sends to. Today always the native
-/// format; the choice is made here so the flusher never names a format.
-pub(crate) fn destination(limits: &Limits) -> std::sync::Arc<dyn Destination> {
-    std::sync::Arc::new(Native::new(limits))
+/// The wire format for a resolved destination under these limits; the choice is
+/// made here so the flusher never names a format.
+pub(crate) fn build(target: &Target, limits: &Limits) -> Arc<dyn Destination> {
+    match target.kind {
+        DestinationKind::Native => Arc::new(Native::new(limits)),
+        // Filled in by the destination modules.
+        _ => Arc::new(Native::new(limits)),
+    }
 }
 
 /// What to do with the front of the queue under `limits`: the events too large to

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use reqwest::Url;
 
-use super::{ByteLimits, Destination, Encoded};
+use super::{Batch, ByteLimits, Destination, Encoded};
 use crate::delivery::{self, GZIP_THRESHOLD, Outcome};
 use crate::limits::Limits;
 
@@ -31,8 +31,8 @@ impl Destination for Native {
         endpoint.clone()
     }
 
-    fn encode(&self, payloads: &[&str], sent_at: &str) -> Encoded {
-        let body = delivery::body(payloads, self.bare, sent_at);
+    fn encode(&self, batch: &Batch<'_>) -> Encoded {
+        let body = delivery::body(batch.payloads, self.bare, batch.sent_at);
         let mut headers = vec![("content-type", "application/json".to_string())];
         let body = if body.len() >= GZIP_THRESHOLD {
             match delivery::gzip(body.as_bytes()) {
@@ -73,6 +73,14 @@ mod tests {
         })
     }
 
+    fn enc(n: &Native, payloads: &[&str], sent_at: &str) -> Encoded {
+        n.encode(&Batch {
+            payloads,
+            sent_at,
+            retry: 0,
+        })
+    }
+
     fn header<'a>(e: &'a Encoded, name: &str) -> Option<&'a str> {
         e.headers
             .iter()
@@ -88,7 +96,11 @@ mod tests {
 
     #[test]
     fn a_small_batch_is_plain_json_with_sent_at() {
-        let e = native(100).encode(&[r#"{"a":1}"#, r#"{"b":2}"#], "2026-01-01T00:00:00.000Z");
+        let e = enc(
+            &native(100),
+            &[r#"{"a":1}"#, r#"{"b":2}"#],
+            "2026-01-01T00:00:00.000Z",
+        );
         assert_eq!(
             String::from_utf8(e.body.clone()).unwrap(),
             r#"{"batch":[{"a":1},{"b":2}],"sent_at":"2026-01-01T00:00:00.000Z"}"#
@@ -99,17 +111,17 @@ mod tests {
 
     #[test]
     fn batch_size_one_sends_a_bare_event() {
-        let e = native(1).encode(&[r#"{"a":1}"#], "t");
+        let e = enc(&native(1), &[r#"{"a":1}"#], "t");
         assert_eq!(e.body, br#"{"a":1}"#);
         // More than one (never happens at size 1) is still a batch.
-        let e = native(100).encode(&[r#"{"a":1}"#], "t");
+        let e = enc(&native(100), &[r#"{"a":1}"#], "t");
         assert_eq!(e.body, br#"{"batch":[{"a":1}],"sent_at":"t"}"#);
     }
 
     #[test]
     fn bodies_from_the_threshold_are_gzipped() {
         let big = format!(r#"{{"p":"{}"}}"#, "x".repeat(GZIP_THRESHOLD));
-        let e = native(100).encode(&[&big], "t");
+        let e = enc(&native(100), &[&big], "t");
         assert_eq!(header(&e, "content-encoding"), Some("gzip"));
         let mut plain = String::new();
         flate2::read::GzDecoder::new(e.body.as_slice())

@@ -43,10 +43,10 @@ impl Spool {
         self.flush_detached_to(None, lifetime)
     }
 
-    /// [`Spool::flush_detached`] to `endpoint` instead of the configured one.
+    /// [`Spool::flush_detached`] to `destination` instead of the configured one.
     pub(crate) fn flush_detached_to(
         &self,
-        endpoint: Option<String>,
+        destination: Option<crate::DestinationConfig>,
         lifetime: Duration,
     ) -> Result<Detached> {
         let consent = self.consent();
@@ -56,10 +56,11 @@ impl Spool {
         if !HOOK_INSTALLED.load(Ordering::Relaxed) {
             return Err(Kind::HookMissing.into());
         }
-        let Some(endpoint) = endpoint.or_else(|| self.endpoint()) else {
+        // Resolved here, so the child sends exactly where this process would: the
+        // child's own environment (it is a `spool`-scoped spool) plays no part.
+        let Some(target) = self.target(destination, &Default::default())? else {
             return Ok(Detached::Skipped(Skipped::NoEndpoint));
         };
-        crate::delivery::check_endpoint(&endpoint)?;
         let Some(dir) = self.dir() else {
             return Err(Kind::NoHomeDir.into());
         };
@@ -87,7 +88,7 @@ impl Spool {
         drop(queue);
         let spec = ChildSpec {
             app: self.app().to_string(),
-            endpoint,
+            destination: crate::DestinationConfig::from(&target),
             lifetime_ms: u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX),
         };
         let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
@@ -173,7 +174,8 @@ pub enum Skipped {
 #[derive(Serialize, Deserialize)]
 struct ChildSpec {
     app: String,
-    endpoint: String,
+    /// Resolved by the parent; the child resolves it again to the same target.
+    destination: crate::DestinationConfig,
     lifetime_ms: u64,
 }
 
@@ -306,7 +308,7 @@ pub fn detached_flush_hook() {
         // send the child to another queue than the one `flush_detached` meant.
         let spool = Spool::builder(spec.app).dir(dir).for_cli().build();
         let opts = FlushOptions {
-            endpoint: Some(spec.endpoint),
+            destination: Some(spec.destination),
             deadline: lifetime - grace,
             progress: None,
             ..FlushOptions::default()

@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::consent::{Consent, Persisted};
-use crate::delivery;
 use crate::error::{Error, Kind, Result};
 use crate::queue::lease;
 use crate::queue::{DropReason, Queue};
@@ -40,6 +39,9 @@ pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
 pub struct FlushOptions {
     /// Endpoint for this flush only; otherwise [`Spool::endpoint`].
     pub endpoint: Option<String>,
+    /// A whole destination for this flush only, in place of [`Spool::destination`]
+    /// and the environment's overrides ([`FlushOptions::endpoint`] still applies).
+    pub destination: Option<crate::DestinationConfig>,
     /// The whole flush stops by this long after it starts (default 60 s).
     pub deadline: Duration,
     /// Told about progress after each request.
@@ -53,6 +55,7 @@ impl Default for FlushOptions {
     fn default() -> Self {
         FlushOptions {
             endpoint: None,
+            destination: None,
             deadline: Duration::from_secs(60),
             progress: None,
             force: false,
@@ -167,8 +170,12 @@ impl Spool {
         // of it runs on the blocking pool, so the caller's executor never does.
         let deadline = Instant::now() + opts.deadline;
         let spool = self.clone();
-        let endpoint = opts.endpoint.clone();
-        let started = tokio::task::spawn_blocking(move || spool.start_round(endpoint))
+        let over = crate::destination::Overrides {
+            endpoint: opts.endpoint.clone(),
+            ..Default::default()
+        };
+        let explicit = opts.destination.clone();
+        let started = tokio::task::spawn_blocking(move || spool.start_round(explicit, &over))
             .await
             .map_err(|e| Kind::Runtime(format!("the flush could not start: {e}")))??;
         let mut run = match started {
@@ -196,7 +203,11 @@ impl Spool {
 
     /// The part of a flush before its first request, on a blocking thread: consent,
     /// endpoint, the queue and the lease.
-    fn start_round(&self, endpoint: Option<String>) -> Result<Started> {
+    fn start_round(
+        &self,
+        explicit: Option<crate::DestinationConfig>,
+        over: &crate::destination::Overrides,
+    ) -> Result<Started> {
         let consent = match self.dir() {
             Some(dir) => consent_now(self.app(), dir, &self.inner.env()),
             None => self.consent(),
@@ -206,10 +217,10 @@ impl Spool {
                 reason: consent.reason,
             })));
         }
-        let url = match endpoint.or_else(|| self.endpoint()) {
-            Some(u) => delivery::check_endpoint(&u)?,
-            None => return Err(Kind::NoEndpoint.into()),
+        let Some(target) = self.target(explicit, over)? else {
+            return Err(Kind::NoEndpoint.into());
         };
+        let url = target.url()?;
         let dir = self
             .dir()
             .ok_or_else(|| Error::from(Kind::NoHomeDir))?
@@ -225,12 +236,13 @@ impl Spool {
             r.remaining = queue.stats()?.events;
             return Ok(Started::Done(r));
         }
-        let dest = crate::destination::destination(&limits);
+        let dest = crate::destination::build(&target, &limits);
         Ok(Started::Round(Box::new(Round {
             queue: Arc::new(std::sync::Mutex::new(queue)),
             limits,
             url,
             dest,
+            headers: target.headers,
             token: me.token,
             report: FlushReport::new(FlushEnd::Drained),
             total: 0,

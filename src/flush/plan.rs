@@ -27,12 +27,13 @@ pub(super) fn plan_batch(
     max_age_ms: i64,
     max_attempts: u32,
     limits: ByteLimits,
+    event_len: impl Fn(&str) -> usize,
 ) -> BatchPlan {
     let cutoff = now.saturating_sub(max_age_ms);
     let (old, batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| p.created_at < cutoff);
     let (spent, batch): (Vec<_>, Vec<_>) =
         batch.into_iter().partition(|p| p.attempts >= max_attempts);
-    let (too_large, send) = destination::cut(batch, limits, |p| p.payload.len());
+    let (too_large, send) = destination::cut(batch, limits, |p| event_len(&p.payload));
     let drop = [
         (DropReason::Age, old),
         (DropReason::Attempts, spent),
@@ -100,7 +101,7 @@ mod tests {
             ev(3, now - 10, 9, 10),
             ev(4, now, 0, 10),
         ];
-        let plan = plan_batch(batch, now, 1000, 10, ByteLimits::default());
+        let plan = plan_batch(batch, now, 1000, 10, ByteLimits::default(), str::len);
         let drops: Vec<(DropReason, Vec<i64>)> =
             plan.drop.iter().map(|(r, e)| (*r, seqs(e))).collect();
         assert_eq!(
@@ -122,7 +123,7 @@ mod tests {
             ev(3, 0, 0, 100),
             ev(4, 0, 0, 100),
         ];
-        let plan = plan_batch(batch, 0, i64::MAX, 10, limits);
+        let plan = plan_batch(batch, 0, i64::MAX, 10, limits, str::len);
         assert_eq!(plan.drop.len(), 1);
         assert_eq!(plan.drop[0].0, DropReason::TooLarge);
         assert_eq!(seqs(&plan.drop[0].1), [1]);

@@ -11,7 +11,7 @@ use super::plan::{Step, plan_answer, plan_batch};
 use super::{FlushEnd, FlushReport, LastFlush, Progress, consent_now};
 use crate::consent::Consent;
 use crate::delivery::{self, MAX_RESPONSE_BYTES, Outcome};
-use crate::destination::Destination;
+use crate::destination::{Batch, Destination};
 use crate::error::{Kind, Result};
 use crate::limits::Limits;
 use crate::queue::{Counter, DropReason, Pending, Queue};
@@ -69,6 +69,8 @@ pub(super) struct Round {
     pub(super) url: reqwest::Url,
     /// The wire format and its rules: the only thing the round knows of one.
     pub(super) dest: Arc<dyn Destination>,
+    /// The user's extra headers (`--header`), sent with every request.
+    pub(super) headers: std::collections::BTreeMap<String, String>,
     pub(super) token: String,
     pub(super) report: FlushReport,
     pub(super) total: u64,
@@ -254,7 +256,15 @@ impl Round {
             if batch.is_empty() {
                 return Ok(());
             }
-            let plan = plan_batch(batch, self.now(), max_age, self.limits.max_attempts, bytes);
+            let dest = self.dest.clone();
+            let plan = plan_batch(
+                batch,
+                self.now(),
+                max_age,
+                self.limits.max_attempts,
+                bytes,
+                |p| dest.event_len(p),
+            );
             for (reason, events) in plan.drop {
                 self.drop_expired(events, reason).await?;
             }
@@ -295,6 +305,10 @@ impl Round {
                 }
                 match plan_answer(chunk, outcome) {
                     Step::Delivered(chunk) => {
+                        // A partial success, say: delivered, with something to tell.
+                        if why.is_some() {
+                            self.report.reason = why;
+                        }
                         self.report.sent +=
                             self.db(move |q| q.remove(&chunk, Counter::Sent)).await?;
                     }
@@ -393,10 +407,24 @@ impl Round {
     ) -> Sent {
         let payloads: Vec<&str> = chunk.iter().map(|p| p.payload.as_str()).collect();
         let sent_at = self.now();
-        let encoded = self.dest.encode(&payloads, &rfc3339_ms(sent_at));
+        let encoded = self.dest.encode(&Batch {
+            payloads: &payloads,
+            sent_at: &rfc3339_ms(sent_at),
+            retry: chunk.iter().map(|p| p.attempts).max().unwrap_or(0),
+        });
         // `Retry-After` as an HTTP date is read against the spool's clock.
         let now = SystemTime::UNIX_EPOCH + Duration::from_millis(sent_at.max(0) as u64);
         let mut req = transport.client.post(self.dest.url(&self.url));
+        // The format's own headers win over an extra one of the same name.
+        for (name, value) in &self.headers {
+            if !encoded
+                .headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
+                req = req.header(name, value);
+            }
+        }
         for (name, value) in encoded.headers {
             req = req.header(name, value);
         }
@@ -410,12 +438,20 @@ impl Round {
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
+            let mut note = None;
             if (200..300).contains(&status) {
-                drain(resp).await;
+                if self.dest.reads_reply() {
+                    note = self.dest.reply_note(&read_capped(resp).await);
+                } else {
+                    drain(resp).await;
+                }
             }
             let outcome = self.dest.classify(status, retry_after.as_deref(), now);
-            let why = (outcome != Outcome::Delivered)
-                .then(|| self.dest.describe(status, outcome, events));
+            let why = if outcome == Outcome::Delivered {
+                note
+            } else {
+                Some(self.dest.describe(status, outcome, events))
+            };
             Ok::<_, reqwest::Error>(Sent::Answer(outcome, why))
         };
         // The endpoint's own slowness is bounded by the request timeout inside the
@@ -460,6 +496,20 @@ pub(super) async fn drain(mut resp: reqwest::Response) {
             break;
         }
     }
+}
+
+/// Reads a response body up to the cap, for a destination whose replies say
+/// something (an OTLP partial success).
+pub(super) async fn read_capped(mut resp: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = MAX_RESPONSE_BYTES.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_RESPONSE_BYTES {
+            break;
+        }
+    }
+    body
 }
 
 pub(super) fn client(limits: &Limits, app: &str) -> Result<delivery::Transport> {

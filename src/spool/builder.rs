@@ -19,6 +19,7 @@ pub struct SpoolBuilder {
     pub(super) dir: Option<PathBuf>,
     pub(super) tool: Option<String>,
     pub(super) endpoint: Option<String>,
+    pub(super) destination: Option<crate::DestinationConfig>,
     pub(super) limits: Option<Limits>,
     pub(super) lock_timeout: Duration,
     pub(super) scope: Scope,
@@ -60,9 +61,28 @@ impl SpoolBuilder {
     }
 
     /// The collection endpoint; persisted so `spool flush` by hand uses it too.
-    /// `<APP>_TELEMETRY_ENDPOINT` overrides it.
+    /// `<APP>_TELEMETRY_ENDPOINT` overrides it. With [`SpoolBuilder::destination`],
+    /// it replaces that destination's endpoint, whichever is called first.
     pub fn endpoint(mut self, url: impl Into<String>) -> Self {
         self.endpoint = Some(url.into());
+        self
+    }
+
+    /// Where events are sent: a kind (native, PostHog, Segment, OTLP), its endpoint
+    /// and credentials; persisted so `spool flush` by hand sends there too. A
+    /// destination the user set with `spool config set` wins over this.
+    ///
+    /// ```
+    /// use eventspool::{DestinationConfig, Spool};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let spool = Spool::builder("mytool")
+    ///     .dir(dir.path())
+    ///     .destination(DestinationConfig::otlp().header("authorization", "Bearer t0k3n"))
+    ///     .build();
+    /// assert_eq!(spool.destination().kind, eventspool::DestinationKind::Otlp);
+    /// ```
+    pub fn destination(mut self, destination: crate::DestinationConfig) -> Self {
+        self.destination = Some(destination);
         self
     }
 
@@ -112,7 +132,12 @@ impl SpoolBuilder {
                 app: self.app,
                 dir,
                 tool: self.tool,
-                endpoint: self.endpoint,
+                destination: match (self.destination, self.endpoint) {
+                    (Some(d), Some(e)) => Some(d.endpoint(e)),
+                    (Some(d), None) => Some(d),
+                    (None, Some(e)) => Some(crate::DestinationConfig::native(e)),
+                    (None, None) => None,
+                },
                 limits: self.limits,
                 lock_timeout: self.lock_timeout,
                 scope: self.scope,
@@ -121,7 +146,8 @@ impl SpoolBuilder {
                 samples: self.samples,
                 state: Mutex::new(State::default()),
                 context: OnceLock::new(),
-                session_id: uuid::Uuid::new_v4().to_string(),
+                // UUIDv7: PostHog counts only v7 session ids, and every receiver can sort by them.
+                session_id: uuid::Uuid::now_v7().to_string(),
                 failures: AtomicU64::new(0),
             }),
         }

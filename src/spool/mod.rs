@@ -101,7 +101,8 @@ pub(crate) struct Inner {
     pub(crate) app: String,
     pub(crate) dir: Option<PathBuf>,
     tool: Option<String>,
-    endpoint: Option<String>,
+    /// The destination given in code, with the builder's endpoint applied.
+    destination: Option<crate::DestinationConfig>,
     limits: Option<Limits>,
     pub(crate) lock_timeout: Duration,
     scope: Scope,
@@ -145,6 +146,9 @@ pub struct Status {
     pub dir: Option<PathBuf>,
     /// The endpoint a flush would use, if one is configured.
     pub endpoint: Option<String>,
+    /// Where a flush would send, with the environment's overrides applied, the API
+    /// key shown by its prefix and length only and header values hidden.
+    pub destination: crate::DestinationConfig,
     /// Events that this process failed to record (swallowed errors).
     pub failures: u64,
     /// The queue's counts and counters.
@@ -171,6 +175,7 @@ impl Spool {
             dir: None,
             tool: None,
             endpoint: None,
+            destination: None,
             limits: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             scope: Scope::Host,
@@ -266,6 +271,11 @@ impl Spool {
             debug: self.inner.debug_mode(),
             dir: self.inner.dir.clone(),
             endpoint: self.endpoint(),
+            destination: crate::destination::apply(
+                self.destination(),
+                &self.env_overrides_lenient(),
+            )
+            .redacted(),
             failures: self.failures(),
             queue,
         })
@@ -299,17 +309,76 @@ impl Spool {
     }
 
     /// The endpoint a flush uses: `<APP>_TELEMETRY_ENDPOINT` (for the `spool`
-    /// command, `SPOOL_ENDPOINT` first), else the one given in code, else the
-    /// persisted one.
+    /// command, `SPOOL_ENDPOINT` first), else the configured destination's (see
+    /// [`Spool::destination`]), else its kind's default. Not checked here: a flush
+    /// refuses one that is not allowed.
     pub fn endpoint(&self) -> Option<String> {
+        let d = crate::destination::apply(self.destination(), &self.env_overrides_lenient());
+        d.endpoint
+            .or_else(|| d.kind.default_endpoint().map(str::to_string))
+    }
+
+    /// The destination configured for this spool, before the environment's
+    /// overrides: the one the user set (`spool config set`), else the one given in
+    /// code, else the persisted one (which a host's code wrote), else the native
+    /// format without an endpoint.
+    pub fn destination(&self) -> crate::DestinationConfig {
+        let persisted = self.settings().and_then(|s| match s.destination {
+            Some(d) => Some(d),
+            None => s.endpoint.map(crate::DestinationConfig::native),
+        });
+        match (persisted, &self.inner.destination) {
+            (Some(p), _) if p.set_by_user => p,
+            (_, Some(code)) => code.clone(),
+            (Some(p), None) => p,
+            (None, None) => crate::DestinationConfig::default(),
+        }
+    }
+
+    /// What the environment puts in place of the configured destination: for a host
+    /// only `<APP>_TELEMETRY_ENDPOINT`; for the `spool` command also
+    /// `SPOOL_DESTINATION`, `SPOOL_ENDPOINT` and `SPOOL_API_KEY`. A kind that does
+    /// not parse is an error (the `spool` command says so).
+    pub(crate) fn env_overrides(&self) -> Result<crate::destination::Overrides> {
+        let mut over = self.env_overrides_lenient();
+        if self.inner.scope == Scope::Cli {
+            over.kind = nonempty(&self.inner.env, "SPOOL_DESTINATION")
+                .map(|k| k.parse())
+                .transpose()?;
+        }
+        Ok(over)
+    }
+
+    /// [`Spool::env_overrides`], ignoring a kind that does not parse: a read-only
+    /// accessor does not fail, the flush that resolves its target reports it.
+    fn env_overrides_lenient(&self) -> crate::destination::Overrides {
         let env = &self.inner.env;
         let app_var = || nonempty(env, &host_var(&self.inner.app, "ENDPOINT"));
+        let mut over = crate::destination::Overrides::default();
         match self.inner.scope {
-            Scope::Host => app_var(),
-            Scope::Cli => nonempty(env, "SPOOL_ENDPOINT").or_else(app_var),
+            Scope::Host => over.endpoint = app_var(),
+            Scope::Cli => {
+                over.endpoint = nonempty(env, "SPOOL_ENDPOINT").or_else(app_var);
+                over.api_key = nonempty(env, "SPOOL_API_KEY");
+                over.kind = nonempty(env, "SPOOL_DESTINATION").and_then(|k| k.parse().ok());
+            }
         }
-        .or_else(|| self.inner.endpoint.clone())
-        .or_else(|| self.settings().and_then(|s| s.endpoint))
+        over
+    }
+
+    /// The destination a flush sends to: `explicit` (a whole destination for this
+    /// flush) if given, else the configured one with the environment's overrides;
+    /// then `over` on top. `Ok(None)`: no endpoint is known.
+    pub(crate) fn target(
+        &self,
+        explicit: Option<crate::DestinationConfig>,
+        over: &crate::destination::Overrides,
+    ) -> Result<Option<crate::destination::Target>> {
+        let base = match explicit {
+            Some(d) => d,
+            None => crate::destination::apply(self.destination(), &self.env_overrides()?),
+        };
+        crate::destination::resolve(base, over)
     }
 
     /// What the user should be told that happened behind the scenes (a queue file

@@ -113,8 +113,12 @@ impl Inner {
             if s.anonymous_id.is_none() {
                 s.anonymous_id = Some(uuid::Uuid::new_v4().to_string());
             }
-            if self.endpoint.is_some() {
-                s.endpoint.clone_from(&self.endpoint);
+            // The host's destination, unless the user chose one (`spool config set`).
+            if let Some(code) = &self.destination {
+                if !s.destination.as_ref().is_some_and(|d| d.set_by_user) {
+                    s.destination = Some(code.clone());
+                }
+                s.endpoint = None;
             }
             if self.tool.is_some() {
                 s.tool.clone_from(&self.tool);
