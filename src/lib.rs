@@ -107,4 +107,4 @@ pub use limits::Limits;
 pub use queue::{DropReason, QueueStats, QueuedEvent};
 pub use schema::{Field, Schema};
 pub use settings::Settings;
-pub use spool::{DEFAULT_LOCK_TIMEOUT, Recorded, Spool, SpoolBuilder, Status};
+pub use spool::{ConfigKey, DEFAULT_LOCK_TIMEOUT, Recorded, Spool, SpoolBuilder, Status};

@@ -95,6 +95,10 @@ pub struct Settings {
     /// Limits the host configured in code.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub limits: Option<Limits>,
+    /// Limits the user set by name (`spool config set batch_size 50`), as written;
+    /// applied over the host's, below the environment's.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty", default)]
+    pub user_limits: std::collections::BTreeMap<String, String>,
     /// True once the host's first-use notice has been shown.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub notice_shown: bool,

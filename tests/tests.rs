@@ -6,6 +6,8 @@
 //!   scrubbed keys, refused event names, user names without USER
 //! - `consent`: every opt-out rule leaves no file behind; debug mode
 //! - `queue_storage`: caps, permissions, corrupt-file recovery, concurrent writers
+//! - `destinations`: choosing one in code, in `config.json` (`spool config`), by flag
+//!   and variable; the user's choice beats the host's; status hides keys
 //! - `delivery`: batches, retries, `Retry-After`, drops, splitting, timeouts, expiry, endpoints
 //! - `flushers`: the lease under SIGKILL and concurrency, background and detached flushers
 //! - `detached`: the detached flusher against hosts that ignore signals, a stray
@@ -34,6 +36,7 @@ mod util;
 
 mod consent;
 mod delivery;
+mod destinations;
 mod detached;
 mod features;
 mod flushers;

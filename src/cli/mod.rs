@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::Spool;
 
 mod clear;
+mod config;
 mod consent;
 mod flush;
 mod list;
@@ -148,6 +149,8 @@ pub enum TelemetryCommand {
     Disable,
     /// Print every field this app sends, as a Markdown table (or JSON)
     Schema(schema::SchemaArgs),
+    /// Read or change a persisted setting (destination, endpoint, api_key, limits, …)
+    Config(config::ConfigArgs),
 }
 
 impl TelemetryCommand {
@@ -162,6 +165,7 @@ impl TelemetryCommand {
             TelemetryCommand::Enable => consent::enable(spool, out),
             TelemetryCommand::Disable => consent::disable(spool, out),
             TelemetryCommand::Schema(args) => schema::run(spool, args, out),
+            TelemetryCommand::Config(args) => config::run(spool, args, out),
         };
         print_notes(spool);
         result

@@ -16,7 +16,7 @@ mod config;
 mod native;
 
 pub use config::{Compression, DestinationConfig, DestinationKind, OtlpProtocol};
-pub(crate) use config::{Overrides, Target, apply, parse_header, resolve};
+pub(crate) use config::{Overrides, Target, apply, check_header, parse_header, resolve};
 pub(crate) use native::Native;
 
 /// A request body ready to send, with the headers that describe it.

@@ -28,10 +28,12 @@ mod builder;
 mod gate;
 mod record;
 mod settings_cache;
+mod user_config;
 
 pub use builder::SpoolBuilder;
 use gate::Gate;
 use settings_cache::{SettingsCache, stamp};
+pub use user_config::ConfigKey;
 
 /// How long recording waits for another process's write before giving up on the
 /// event: long enough to ride out a flusher's short transactions, short enough that

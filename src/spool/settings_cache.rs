@@ -83,10 +83,12 @@ impl Inner {
 
     pub(super) fn effective_limits(&self, st: &mut State) -> Limits {
         self.refresh_settings(st);
-        self.limits
+        let limits = self
+            .limits
             .clone()
             .or_else(|| st.settings.value.as_ref().and_then(|s| s.limits.clone()))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        super::user_config::with_user_limits(limits, st.settings.value.as_ref())
             .with_env_lenient(|k| self.var(k))
     }
 

@@ -1,0 +1,268 @@
+//! The user's settings by name, as `spool config get/set/unset KEY [VALUE]` reads and
+//! writes them: the destination's fields and the limits. What the user sets here the
+//! host's code no longer replaces: a destination is marked `set_by_user`, a limit is
+//! kept under `user_limits`, applied over the host's limits (the environment still
+//! wins over both).
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::Spool;
+use crate::destination::{DestinationConfig, DestinationKind, check_header};
+use crate::error::{Kind, Result};
+use crate::limits::Limits;
+use crate::settings::Settings;
+
+/// The limits by the name `spool config` knows them, with the variable that
+/// overrides each.
+pub(crate) const LIMIT_KEYS: [(&str, &str); 8] = [
+    ("max_events", "SPOOL_MAX_EVENTS"),
+    ("max_bytes", "SPOOL_MAX_BYTES"),
+    ("max_event_bytes", "SPOOL_MAX_EVENT_BYTES"),
+    ("max_age", "SPOOL_MAX_AGE"),
+    ("max_attempts", "SPOOL_MAX_ATTEMPTS"),
+    ("batch_size", "SPOOL_BATCH_SIZE"),
+    ("backoff", "SPOOL_BACKOFF"),
+    ("timeout", "SPOOL_TIMEOUT"),
+];
+
+/// A key `spool config` knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigKey {
+    /// The destination's kind (`native`, `posthog`, `segment`, `otlp`).
+    Destination,
+    /// The destination's endpoint.
+    Endpoint,
+    /// The destination's API key.
+    ApiKey,
+    /// One extra request header, `header.NAME`.
+    Header(String),
+    /// OTLP's body encoding, `http/protobuf` or `http/json`.
+    Protocol,
+    /// Body compression, `gzip` or `none`.
+    Compression,
+    /// A limit by name (`max_events`, `batch_size`, `max_age`, …), with the
+    /// variable that overrides it.
+    Limit {
+        /// Its name in `config.json`'s `user_limits`.
+        key: &'static str,
+        /// Its environment variable, whose parser it shares.
+        var: &'static str,
+    },
+}
+
+impl FromStr for ConfigKey {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "destination" => ConfigKey::Destination,
+            "endpoint" => ConfigKey::Endpoint,
+            "api_key" => ConfigKey::ApiKey,
+            "protocol" => ConfigKey::Protocol,
+            "compression" => ConfigKey::Compression,
+            _ => {
+                if let Some(name) = s.strip_prefix("header.").filter(|n| !n.is_empty()) {
+                    return Ok(ConfigKey::Header(name.to_ascii_lowercase()));
+                }
+                match LIMIT_KEYS.iter().find(|(k, _)| *k == s) {
+                    Some((key, var)) => ConfigKey::Limit { key, var },
+                    None => {
+                        let limits: Vec<&str> = LIMIT_KEYS.iter().map(|(k, _)| *k).collect();
+                        return Err(Kind::Setting {
+                            name: "config key".into(),
+                            value: s.into(),
+                            why: format!(
+                                "unknown; expected destination, endpoint, api_key, header.NAME, protocol, compression, or a limit ({})",
+                                limits.join(", ")
+                            ),
+                        }
+                        .into());
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl fmt::Display for ConfigKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigKey::Destination => f.write_str("destination"),
+            ConfigKey::Endpoint => f.write_str("endpoint"),
+            ConfigKey::ApiKey => f.write_str("api_key"),
+            ConfigKey::Header(n) => write!(f, "header.{n}"),
+            ConfigKey::Protocol => f.write_str("protocol"),
+            ConfigKey::Compression => f.write_str("compression"),
+            ConfigKey::Limit { key, .. } => f.write_str(key),
+        }
+    }
+}
+
+/// Applies the user's limits (`user_limits`, written by `spool config set`) over
+/// `limits`; a value that no longer parses is skipped with a debug line.
+pub(crate) fn with_user_limits(limits: Limits, settings: Option<&Settings>) -> Limits {
+    let Some(user) = settings.map(|s| &s.user_limits).filter(|u| !u.is_empty()) else {
+        return limits;
+    };
+    limits.with_env_lenient(|var| {
+        let (key, _) = LIMIT_KEYS.iter().find(|(_, v)| *v == var)?;
+        user.get(*key).cloned()
+    })
+}
+
+impl Spool {
+    /// The value `config.json` holds for `key` (what `spool config get` prints), or
+    /// `None` if it holds none. The destination's fields are those of the destination
+    /// in force ([`Spool::destination`]).
+    pub fn config_get(&self, key: &str) -> Result<Option<String>> {
+        let key: ConfigKey = key.parse()?;
+        let d = self.destination();
+        Ok(match key {
+            ConfigKey::Destination => Some(d.kind.to_string()),
+            ConfigKey::Endpoint => d.endpoint,
+            ConfigKey::ApiKey => d.api_key,
+            ConfigKey::Header(n) => d.headers.get(&n).cloned(),
+            ConfigKey::Protocol => d.protocol.map(|p| match p {
+                crate::OtlpProtocol::Protobuf => "http/protobuf".to_string(),
+                crate::OtlpProtocol::Json => "http/json".to_string(),
+            }),
+            ConfigKey::Compression => d.compression.map(|c| match c {
+                crate::Compression::Gzip => "gzip".to_string(),
+                crate::Compression::None => "none".to_string(),
+            }),
+            ConfigKey::Limit { key, .. } => self
+                .settings()
+                .and_then(|s| s.user_limits.get(key).cloned()),
+        })
+    }
+
+    /// Sets `key` to `value` in `config.json`, checked first: an invalid value is an
+    /// error and changes nothing. A destination field makes the whole destination
+    /// the user's: the host's code no longer replaces it.
+    pub fn config_set(&self, key: &str, value: &str) -> Result<()> {
+        let key: ConfigKey = key.parse()?;
+        let value = value.trim();
+        let mut d = self.destination();
+        match &key {
+            ConfigKey::Limit { key, var } => {
+                // The same parser as the variable's, so both accept the same text.
+                Limits::default()
+                    .with_env(|v| (v == *var).then(|| value.to_string()))
+                    .map_err(|e| Kind::Setting {
+                        name: key.to_string(),
+                        value: value.into(),
+                        why: e.to_string(),
+                    })?;
+                return self.update_settings(|s| {
+                    s.user_limits.insert(key.to_string(), value.to_string());
+                });
+            }
+            ConfigKey::Destination => {
+                let kind: DestinationKind = value.parse()?;
+                if kind != d.kind {
+                    d = DestinationConfig::new(kind);
+                }
+            }
+            ConfigKey::Endpoint => {
+                crate::delivery::check_endpoint(value)?;
+                d.endpoint = Some(value.to_string());
+            }
+            ConfigKey::ApiKey => d.api_key = Some(value.to_string()),
+            ConfigKey::Header(n) => {
+                check_header(n, value)?;
+                d.headers.insert(n.clone(), value.to_string());
+            }
+            ConfigKey::Protocol => {
+                if d.kind != DestinationKind::Otlp {
+                    return Err(Kind::Destination(format!(
+                        "protocol applies only to the otlp destination, and this one is {}",
+                        d.kind
+                    ))
+                    .into());
+                }
+                d.protocol = Some(value.parse()?);
+            }
+            ConfigKey::Compression => d.compression = Some(value.parse()?),
+        }
+        d.set_by_user = true;
+        self.update_settings(|s| {
+            s.destination = Some(d);
+            s.endpoint = None;
+        })
+    }
+
+    /// Removes `key` from `config.json`; returns false if it held none. Unsetting
+    /// `destination` gives the destination back to the host's code.
+    pub fn config_unset(&self, key: &str) -> Result<bool> {
+        let key: ConfigKey = key.parse()?;
+        if self.config_get(&key.to_string())?.is_none() && key != ConfigKey::Destination {
+            return Ok(false);
+        }
+        let user_destination = self
+            .settings()
+            .and_then(|s| s.destination)
+            .is_some_and(|d| d.set_by_user);
+        if key == ConfigKey::Destination && !user_destination {
+            return Ok(false);
+        }
+        let mut d = self.destination();
+        self.update_settings(|s| match key {
+            ConfigKey::Limit { key, .. } => {
+                s.user_limits.remove(key);
+            }
+            ConfigKey::Destination => s.destination = None,
+            other => {
+                match other {
+                    ConfigKey::Endpoint => d.endpoint = None,
+                    ConfigKey::ApiKey => d.api_key = None,
+                    ConfigKey::Header(n) => {
+                        d.headers.remove(&n);
+                    }
+                    ConfigKey::Protocol => d.protocol = None,
+                    ConfigKey::Compression => d.compression = None,
+                    ConfigKey::Destination | ConfigKey::Limit { .. } => {}
+                }
+                d.set_by_user = true;
+                s.destination = Some(d);
+                s.endpoint = None;
+            }
+        })?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_and_print_alike() {
+        for k in [
+            "destination",
+            "endpoint",
+            "api_key",
+            "header.authorization",
+            "protocol",
+            "compression",
+            "max_age",
+            "batch_size",
+        ] {
+            assert_eq!(k.parse::<ConfigKey>().unwrap().to_string(), k);
+        }
+        let e = "colour".parse::<ConfigKey>().unwrap_err().to_string();
+        assert!(e.contains("unknown") && e.contains("batch_size"), "{e}");
+        assert!("header.".parse::<ConfigKey>().is_err());
+    }
+
+    #[test]
+    fn user_limits_apply_over_the_hosts_and_skip_what_no_longer_parses() {
+        let mut s = Settings::default();
+        s.user_limits.insert("batch_size".into(), "7".into());
+        s.user_limits
+            .insert("max_age".into(), "not a duration".into());
+        let l = with_user_limits(Limits::default(), Some(&s));
+        assert_eq!(l.batch_size, 7);
+        assert_eq!(l.max_age, Limits::default().max_age);
+    }
+}
