@@ -476,6 +476,68 @@ fn bench_flush(rows: &mut Vec<Row>, url: &str, rt: &tokio::runtime::Runtime) {
     ));
 }
 
+/// Flush throughput per destination: the same queue of `n` events flushed by the
+/// `spool` process to the same loopback sink in each wire format, beside the native
+/// format in the same run. The sink reads each body and answers 200, so what differs
+/// is the mapping, encoding and compression each format costs.
+fn bench_destinations(rows: &mut Vec<Row>, url: &str) {
+    let n = scale(100_000);
+    let kinds: [(&str, &[&str]); 5] = [
+        ("native", &["--destination", "native"]),
+        (
+            "posthog",
+            &["--destination", "posthog", "--api-key", "phc_bench"],
+        ),
+        (
+            "segment",
+            &["--destination", "segment", "--api-key", "wk_bench"],
+        ),
+        ("otlp protobuf", &["--destination", "otlp"]),
+        ("otlp json", &[]),
+    ];
+    let mut native = None;
+    for (name, args) in kinds {
+        let dir = filled_dir(n);
+        if args.is_empty() {
+            // JSON on request, through the persisted destination.
+            let cfg = format!(
+                r#"{{"destination":{{"kind":"otlp","endpoint":"{url}","protocol":"http/json"}}}}"#
+            );
+            let path = dir.path().join("config.json");
+            let mut v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let extra: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+            v["destination"] = extra["destination"].clone();
+            std::fs::write(&path, v.to_string()).unwrap();
+        }
+        let mut cmd = spool_cmd(dir.path());
+        cmd.arg("flush").args(args).args(["--timeout", "10m"]);
+        if !args.is_empty() {
+            cmd.args(["--endpoint", url]);
+        }
+        let t = Instant::now();
+        let out = cmd.output().unwrap();
+        let took = t.elapsed();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("sent {n},")),
+            "{name}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r = rate(n, took);
+        let beside = match native {
+            None => "the baseline".to_string(),
+            Some(b) => format!("native: {b:.0} events/s ({:.0}%)", 100.0 * r / b),
+        };
+        native.get_or_insert(r);
+        rows.push(Row(
+            format!("flush {n} events → {name} (`spool flush` process)"),
+            format!("{r:.0} events/s"),
+            beside,
+        ));
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs us too: stay quick there.
     if std::env::args().any(|a| a == "--test") {
@@ -513,6 +575,10 @@ fn main() {
         if want("memory") {
             bench_flush_memory(&mut rows, &url);
         }
+    }
+    if want("destinations") {
+        let (url, _rt) = start_sink();
+        bench_destinations(&mut rows, &url);
     }
     if let Some(warm) = warm {
         let vs = |name: &str, base: Option<f64>| base.map(|b| format!("{:.1}× {name}", warm / b));
