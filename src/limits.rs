@@ -40,6 +40,10 @@ pub struct Limits {
     /// Whole-request timeout. `SPOOL_TIMEOUT`.
     #[serde(with = "humantime_serde_compat")]
     pub request_timeout: Duration,
+    /// "Flush if due": a queue whose oldest event is older than this is due even
+    /// with less than a batch in it. `SPOOL_FLUSH_INTERVAL`.
+    #[serde(with = "humantime_serde_compat")]
+    pub flush_interval: Duration,
 }
 
 impl Default for Limits {
@@ -56,12 +60,13 @@ impl Default for Limits {
             retry_after_cap: Duration::from_secs(24 * 3600),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            flush_interval: Duration::from_secs(15 * 60),
         }
     }
 }
 
 /// The environment variables that override limits, in the order they are applied.
-pub const LIMIT_ENV_VARS: [&str; 8] = [
+pub const LIMIT_ENV_VARS: [&str; 9] = [
     "SPOOL_MAX_EVENTS",
     "SPOOL_MAX_BYTES",
     "SPOOL_MAX_EVENT_BYTES",
@@ -70,6 +75,7 @@ pub const LIMIT_ENV_VARS: [&str; 8] = [
     "SPOOL_BATCH_SIZE",
     "SPOOL_BACKOFF",
     "SPOOL_TIMEOUT",
+    "SPOOL_FLUSH_INTERVAL",
 ];
 
 impl Limits {
@@ -107,6 +113,7 @@ impl Limits {
             "SPOOL_BATCH_SIZE" => self.batch_size = parse_count_u32(name, value)?,
             "SPOOL_BACKOFF" => self.first_backoff = parse_duration(name, value)?,
             "SPOOL_TIMEOUT" => self.request_timeout = parse_duration(name, value)?,
+            "SPOOL_FLUSH_INTERVAL" => self.flush_interval = parse_duration(name, value)?,
             _ => {}
         }
         Ok(())

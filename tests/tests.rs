@@ -20,6 +20,8 @@
 //! - `model`: property test of the queue and flusher against an in-memory model
 //! - `whose_environment`: app names checked before any path; `SPOOL_*` never moves a host
 //! - `input_and_messages`: one-line errors naming the real cause once, help, no noise
+//! - `other_languages`: `track --stdin`, a session and tool across calls, `--json`
+//!   everywhere, the detached flush only when due
 //! - `host_integration`: the example hosts end to end, mounted commands, the notice
 //! - `features`: `default-features = false` pulls no CLI, no anyhow, no HTTP server
 //! - `seams`: the async flush never blocks its executor on SQLite; the injected clock
@@ -45,6 +47,7 @@ mod guarantees;
 mod host_integration;
 mod input_and_messages;
 mod model;
+mod other_languages;
 mod purging;
 mod queue_storage;
 mod recording;

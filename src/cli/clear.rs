@@ -1,11 +1,16 @@
-//! `spool clear`
+//! `spool clear [--json]`
 
 use std::io::Write;
 
+use super::JsonArg;
 use crate::Spool;
 
-pub(super) fn run(spool: &Spool, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(super) fn run(spool: &Spool, args: JsonArg, out: &mut dyn Write) -> anyhow::Result<()> {
     let n = spool.clear()?;
+    if args.json {
+        writeln!(out, "{}", serde_json::json!({"removed": n}))?;
+        return Ok(());
+    }
     writeln!(
         out,
         "Removed {n} queued event{}.",

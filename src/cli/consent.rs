@@ -2,10 +2,30 @@
 
 use std::io::Write;
 
+use super::JsonArg;
 use crate::Spool;
 
-pub(super) fn enable(spool: &Spool, out: &mut dyn Write) -> anyhow::Result<()> {
+/// What `enable`/`disable --json` print: the choice saved, and what is in force.
+fn json_line(spool: &Spool, purged: Option<u64>) -> String {
+    let consent = spool.consent();
+    let mut v = serde_json::json!({
+        "app": spool.app(),
+        "enabled": consent.enabled,
+        "rule": consent.rule,
+        "reason": consent.reason,
+    });
+    if let Some(n) = purged {
+        v["purged"] = n.into();
+    }
+    v.to_string()
+}
+
+pub(super) fn enable(spool: &Spool, args: JsonArg, out: &mut dyn Write) -> anyhow::Result<()> {
     spool.enable()?;
+    if args.json {
+        writeln!(out, "{}", json_line(spool, None))?;
+        return Ok(());
+    }
     let consent = spool.consent();
     if consent.enabled {
         writeln!(out, "Telemetry enabled for {}.", spool.app())?;
@@ -20,8 +40,12 @@ pub(super) fn enable(spool: &Spool, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn disable(spool: &Spool, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(super) fn disable(spool: &Spool, args: JsonArg, out: &mut dyn Write) -> anyhow::Result<()> {
     let purged = spool.disable()?;
+    if args.json {
+        writeln!(out, "{}", json_line(spool, Some(purged)))?;
+        return Ok(());
+    }
     writeln!(
         out,
         "Telemetry disabled for {}; purged {purged} queued event{}.",

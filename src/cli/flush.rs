@@ -31,9 +31,15 @@ pub struct FlushArgs {
     /// Hand the flush to a background process and return at once (prints its pid)
     #[arg(long)]
     pub detach: bool,
+    /// With --detach: start the background flush only if one is due (a batch queued, or the oldest event older than the flush interval), never while backing off or beside another flusher
+    #[arg(long, requires = "detach")]
+    pub if_due: bool,
     /// Send now even while backing off after a failure (another running flush is still waited for)
     #[arg(long, conflicts_with = "detach")]
     pub force: bool,
+    /// Print the report as one JSON object (with --detach: {"detached": …, "pid"|"skipped": …})
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -41,9 +47,9 @@ pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow
     let deadline = parse_duration("--timeout", &args.timeout)?;
     let destination = target(spool, &args)?;
     if args.detach {
-        return detach(spool, destination, deadline, out);
+        return detach(spool, destination, deadline, &args, out);
     }
-    let bar = progress_bar();
+    let bar = if args.json { None } else { progress_bar() };
     let opts = FlushOptions {
         endpoint: None,
         destination,
@@ -59,6 +65,10 @@ pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow
     let report = spool.flush_blocking(opts).context("flush failed")?;
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+        return Ok(());
     }
     let dropped: Vec<String> = report
         .dropped
@@ -137,9 +147,21 @@ fn detach(
     spool: &Spool,
     endpoint: Option<crate::DestinationConfig>,
     lifetime: Duration,
+    args: &FlushArgs,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    match spool.flush_detached_to(endpoint, lifetime)? {
+    let done = spool.flush_detached_to(endpoint, lifetime, args.if_due)?;
+    if args.json {
+        let v = match &done {
+            crate::Detached::Spawned(pid) => serde_json::json!({"detached": true, "pid": pid}),
+            crate::Detached::Skipped(why) => {
+                serde_json::json!({"detached": false, "skipped": why.code(), "why": why.to_string()})
+            }
+        };
+        writeln!(out, "{v}")?;
+        return Ok(());
+    }
+    match done {
         crate::Detached::Spawned(pid) => {
             writeln!(out, "Flushing in the background (pid {pid}).")?;
         }

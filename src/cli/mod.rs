@@ -70,6 +70,14 @@ pub struct Global {
     pub quiet: bool,
 }
 
+/// `--json` for a command that has no other options.
+#[derive(Debug, Clone, Default, Args)]
+pub struct JsonArg {
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Checks `--app` with [`crate::validate_app_name`], so a bad name is a usage error.
 fn parse_app_name(name: &str) -> Result<String, String> {
     crate::validate_app_name(name)
@@ -140,13 +148,13 @@ pub enum TelemetryCommand {
     /// Show one queued event's full payload
     Show(show::ShowArgs),
     /// Purge the queue
-    Clear,
+    Clear(JsonArg),
     /// Send queued events to the endpoint now
     Flush(flush::FlushArgs),
     /// Turn telemetry on (persisted)
-    Enable,
+    Enable(JsonArg),
     /// Turn telemetry off (persisted) and purge the queue
-    Disable,
+    Disable(JsonArg),
     /// Print every field this app sends, as a Markdown table (or JSON)
     Schema(schema::SchemaArgs),
     /// Read or change a persisted setting (destination, endpoint, api_key, limits, …)
@@ -160,10 +168,10 @@ impl TelemetryCommand {
             TelemetryCommand::Status(args) => status::run(spool, args, out),
             TelemetryCommand::List(args) => list::run(spool, args, out),
             TelemetryCommand::Show(args) => show::run(spool, args, out),
-            TelemetryCommand::Clear => clear::run(spool, out),
+            TelemetryCommand::Clear(args) => clear::run(spool, args, out),
             TelemetryCommand::Flush(args) => flush::run(spool, args, out),
-            TelemetryCommand::Enable => consent::enable(spool, out),
-            TelemetryCommand::Disable => consent::disable(spool, out),
+            TelemetryCommand::Enable(args) => consent::enable(spool, args, out),
+            TelemetryCommand::Disable(args) => consent::disable(spool, args, out),
             TelemetryCommand::Schema(args) => schema::run(spool, args, out),
             TelemetryCommand::Config(args) => config::run(spool, args, out),
         };
@@ -195,13 +203,31 @@ pub const CLI_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_mill
 
 /// Builds the spool the global options name.
 pub fn spool_for(global: &Global) -> Spool {
+    builder_for(global).build()
+}
+
+fn builder_for(global: &Global) -> crate::SpoolBuilder {
     let mut b = Spool::builder(&global.app)
         .for_cli()
         .lock_timeout(CLI_LOCK_TIMEOUT);
     if let Some(dir) = &global.dir {
         b = b.dir(dir);
     }
-    b.build()
+    b
+}
+
+/// The spool `spool track` records with: the global options, plus the session and
+/// tool a host in another language passes on each call.
+fn track_spool(global: &Global, args: &track::TrackArgs) -> anyhow::Result<Spool> {
+    let mut b = builder_for(global);
+    if let Some(id) = &args.session_id {
+        b = b.session_id(track::parse_session_id(id)?);
+    }
+    if let Some(tool) = &args.tool {
+        let (name, version) = track::parse_tool(tool)?;
+        b = b.tool(&name, &version);
+    }
+    Ok(b.build())
 }
 
 /// The `spool` binary: parses arguments, runs, prints errors as one line, and
@@ -212,13 +238,17 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    let spool = spool_for(&cli.global);
-    let command = match cli.command {
+    let (spool, command) = match cli.command {
         Command::Track(mut args) => {
             args.quiet |= cli.global.quiet;
-            Command::Track(args)
+            // The session and tool are the spool's own: built with them.
+            let spool = match track_spool(&cli.global, &args) {
+                Ok(spool) => spool,
+                Err(e) => return report(Err(e)),
+            };
+            (spool, Command::Track(args))
         }
-        other => other,
+        other => (spool_for(&cli.global), other),
     };
     // Not locked for the whole run: `spool serve` prints from worker threads.
     let mut stdout = std::io::stdout();
@@ -263,11 +293,19 @@ pub fn usage_error(e: clap::Error) -> ExitCode {
         }
         _ => {
             let text = e.render().to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.trim_start_matches("error: ");
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines
+                .next()
+                .unwrap_or("invalid arguments")
+                .trim_start_matches("error: ")
+                .to_string();
+            // "the following required arguments were not provided:" names them on
+            // the next line: one line must say which.
+            if first.ends_with(':') {
+                if let Some(next) = lines.next() {
+                    first = format!("{first} {next}");
+                }
+            }
             eprintln!("spool: error: {first} (see --help)");
             ExitCode::from(2)
         }

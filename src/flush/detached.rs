@@ -40,7 +40,29 @@ impl Spool {
     /// backoff in force, or another live flusher.
     /// Requires [`detached_flush_hook`] to be called at the top of `main`.
     pub fn flush_detached(&self, lifetime: Duration) -> Result<Detached> {
-        self.flush_detached_to(None, lifetime)
+        self.flush_detached_to(None, lifetime, false)
+    }
+
+    /// [`Spool::flush_detached`], only when a flush is due: the queue holds at least
+    /// a batch, or its oldest event is older than the flush interval (default 15 min,
+    /// `SPOOL_FLUSH_INTERVAL`); and never while backing off or while another flusher
+    /// holds the lease. Most invocations of a CLI then spawn nothing
+    /// ([`Skipped::NotDue`]) and pay only for reading the queue's counts.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # eventspool::detached_flush_hook();
+    /// let spool = eventspool::Spool::builder("mytool")
+    ///     .dir(dir.path())
+    ///     .endpoint("https://telemetry.example.com/v1/events")
+    ///     .build();
+    /// spool.track(eventspool::Event::new("ran"));
+    /// // One fresh event is less than a batch and younger than the interval.
+    /// let done = spool.flush_detached_if_due(eventspool::DEFAULT_DETACHED_LIFETIME).unwrap();
+    /// assert_eq!(done, eventspool::Detached::Skipped(eventspool::Skipped::NotDue));
+    /// ```
+    pub fn flush_detached_if_due(&self, lifetime: Duration) -> Result<Detached> {
+        self.flush_detached_to(None, lifetime, true)
     }
 
     /// [`Spool::flush_detached`] to `destination` instead of the configured one.
@@ -48,6 +70,7 @@ impl Spool {
         &self,
         destination: Option<crate::DestinationConfig>,
         lifetime: Duration,
+        if_due: bool,
     ) -> Result<Detached> {
         let consent = self.consent();
         if !consent.enabled {
@@ -74,7 +97,18 @@ impl Spool {
         if stats.events == 0 {
             return Ok(Detached::Skipped(Skipped::Empty));
         }
-        if let Some(until) = crate::flush::backoff_in_force(&queue, &self.limits(), now)? {
+        let limits = self.limits();
+        if if_due {
+            let interval = i64::try_from(limits.flush_interval.as_millis()).unwrap_or(i64::MAX);
+            let full = stats.events >= u64::from(limits.batch_size.max(1));
+            let old = stats
+                .oldest
+                .is_some_and(|t| now.saturating_sub(t) >= interval);
+            if !full && !old {
+                return Ok(Detached::Skipped(Skipped::NotDue));
+            }
+        }
+        if let Some(until) = crate::flush::backoff_in_force(&queue, &limits, now)? {
             return Ok(Detached::Skipped(Skipped::BackingOff { until }));
         }
         if let Some((holder, _)) = queue
@@ -156,6 +190,10 @@ pub enum Skipped {
     /// The queue is empty.
     #[error("the queue is empty")]
     Empty,
+    /// Asked for only if due, and no flush is due yet: less than a batch queued, and
+    /// nothing older than the flush interval.
+    #[error("no flush is due yet (less than a batch queued, none older than the flush interval)")]
+    NotDue,
     /// The endpoint asked for a pause or failed; no delivery before this time (unix ms).
     #[error("the endpoint is backing off until {}", crate::time::rfc3339_ms(*until))]
     BackingOff {
@@ -168,6 +206,21 @@ pub enum Skipped {
         /// The lease holder's pid.
         pid: u32,
     },
+}
+
+impl Skipped {
+    /// A short stable name for scripts (`spool flush --detach --json`): `disabled`,
+    /// `no_endpoint`, `empty`, `not_due`, `backing_off`, `flusher_running`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Skipped::Disabled(_) => "disabled",
+            Skipped::NoEndpoint => "no_endpoint",
+            Skipped::Empty => "empty",
+            Skipped::NotDue => "not_due",
+            Skipped::BackingOff { .. } => "backing_off",
+            Skipped::FlusherRunning { .. } => "flusher_running",
+        }
+    }
 }
 
 /// What the detached child is to do, kept in its ticket.

@@ -20,6 +20,7 @@ pub struct SpoolBuilder {
     pub(super) tool: Option<String>,
     pub(super) endpoint: Option<String>,
     pub(super) destination: Option<crate::DestinationConfig>,
+    pub(super) session_id: Option<String>,
     pub(super) limits: Option<Limits>,
     pub(super) lock_timeout: Duration,
     pub(super) scope: Scope,
@@ -86,6 +87,15 @@ impl SpoolBuilder {
         self
     }
 
+    /// The session every event of this spool carries, instead of a new UUIDv7 for
+    /// this process: for a host whose one session spans several processes (a script
+    /// calling `spool track` per event passes `--session-id`). Use a UUIDv7 if the
+    /// destination counts sessions (PostHog counts only v7 ids).
+    pub fn session_id(mut self, id: impl Into<String>) -> Self {
+        self.session_id = Some(id.into());
+        self
+    }
+
     /// The limits; persisted beside the queue. Environment variables override them.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = Some(limits);
@@ -147,7 +157,9 @@ impl SpoolBuilder {
                 state: Mutex::new(State::default()),
                 context: OnceLock::new(),
                 // UUIDv7: PostHog counts only v7 session ids, and every receiver can sort by them.
-                session_id: uuid::Uuid::now_v7().to_string(),
+                session_id: self
+                    .session_id
+                    .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
                 failures: AtomicU64::new(0),
             }),
         }

@@ -178,6 +178,7 @@ impl Spool {
             tool: None,
             endpoint: None,
             destination: None,
+            session_id: None,
             limits: None,
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             scope: Scope::Host,

@@ -15,7 +15,7 @@ use crate::settings::Settings;
 
 /// The limits by the name `spool config` knows them, with the variable that
 /// overrides each.
-pub(crate) const LIMIT_KEYS: [(&str, &str); 8] = [
+pub(crate) const LIMIT_KEYS: [(&str, &str); 9] = [
     ("max_events", "SPOOL_MAX_EVENTS"),
     ("max_bytes", "SPOOL_MAX_BYTES"),
     ("max_event_bytes", "SPOOL_MAX_EVENT_BYTES"),
@@ -24,6 +24,7 @@ pub(crate) const LIMIT_KEYS: [(&str, &str); 8] = [
     ("batch_size", "SPOOL_BATCH_SIZE"),
     ("backoff", "SPOOL_BACKOFF"),
     ("timeout", "SPOOL_TIMEOUT"),
+    ("flush_interval", "SPOOL_FLUSH_INTERVAL"),
 ];
 
 /// A key `spool config` knows.

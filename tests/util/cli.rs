@@ -23,13 +23,15 @@ pub fn spool_bin() -> &'static str {
 /// DO_NOT_TRACK, SPOOL_*) leaks in unless a test sets it.
 pub struct SpoolCmd {
     cmd: Command,
+    /// Written to the command's stdin, if set (`spool track --stdin`).
+    input: Option<Vec<u8>>,
 }
 
 /// A `spool` command against `dir`.
 pub fn spool(dir: &Path) -> SpoolCmd {
     let mut cmd = clean_command(Path::new(spool_bin()));
     cmd.arg("--dir").arg(dir);
-    SpoolCmd { cmd }
+    SpoolCmd { cmd, input: None }
 }
 
 /// A `spool` command with no `--dir` and `HOME` set to `home`: its queue goes to the
@@ -37,7 +39,7 @@ pub fn spool(dir: &Path) -> SpoolCmd {
 pub fn spool_at_home(home: &Path) -> SpoolCmd {
     let mut cmd = clean_command(Path::new(spool_bin()));
     cmd.env("HOME", home);
-    SpoolCmd { cmd }
+    SpoolCmd { cmd, input: None }
 }
 
 /// A command with only PATH, HOME, USER and LANG from this environment.
@@ -96,8 +98,31 @@ impl SpoolCmd {
         self
     }
 
+    /// Feeds `data` to the command's stdin.
+    pub fn input(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.input = Some(data.into());
+        self
+    }
+
     pub fn run(mut self) -> Output {
-        self.cmd.output().expect("spool runs")
+        let Some(data) = self.input.take() else {
+            return self.cmd.output().expect("spool runs");
+        };
+        let mut child = self
+            .cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spool starts");
+        let mut stdin = child.stdin.take().expect("stdin");
+        // Written from a thread: a child that fails early must not block us on a full pipe.
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &data);
+        });
+        let out = child.wait_with_output().expect("spool runs");
+        let _ = writer.join();
+        out
     }
 
     pub fn spawn(mut self) -> std::process::Child {
