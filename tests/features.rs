@@ -70,3 +70,22 @@ fn default_build_has_the_cli_and_the_server() {
     }
     assert!(full["hyper"].iter().any(|f| f == "server"));
 }
+
+#[test]
+fn otlp_is_encoded_with_prost_alone_not_the_opentelemetry_crates() {
+    // The OTLP messages and their encoding are written by hand over prost's wire
+    // functions: opentelemetry-proto (and the SDK it pulls in) is only a
+    // dev-dependency that decodes our bodies in tests, and prost's derive (a second
+    // syn, anyhow, itertools) stays out of every host's build.
+    for flags in [&[][..], &["--no-default-features"][..]] {
+        let deps = normal_deps(flags);
+        assert!(deps.contains_key("prost"), "{flags:?}: {deps:?}");
+        let otel: Vec<&String> = deps
+            .keys()
+            .filter(|k| {
+                k.starts_with("opentelemetry") || k.starts_with("tonic") || *k == "prost-derive"
+            })
+            .collect();
+        assert!(otel.is_empty(), "{flags:?}: {otel:?}");
+    }
+}

@@ -9,6 +9,9 @@
 //! - `destinations`: choosing one in code, in `config.json` (`spool config`), by flag
 //!   and variable; the user's choice beats the host's; status hides keys
 //! - `delivery`: batches, retries, `Retry-After`, drops, splitting, timeouts, expiry, endpoints
+//! - `destinations_otlp`: OTLP logs to rotel, a real OpenTelemetry collector (protobuf and
+//!   JSON, gzip or not), bodies decoded by opentelemetry-proto; OTLP's status rules,
+//!   413 splits, byte-cut batches, partial success, headers
 //! - `flushers`: the lease under SIGKILL and concurrency, background and detached flushers
 //! - `detached`: the detached flusher against hosts that ignore signals, a stray
 //!   `EVENTSPOOL_DETACHED_FLUSH`, handles a host leaves inheritable
@@ -39,6 +42,7 @@ mod util;
 mod consent;
 mod delivery;
 mod destinations;
+mod destinations_otlp;
 mod detached;
 mod features;
 mod flushers;

@@ -409,6 +409,7 @@ pub(crate) fn check_header(name: &str, value: &str) -> Result<()> {
 }
 
 /// Parses `NAME=VALUE` (from `--header`).
+#[cfg_attr(not(feature = "cli"), allow(dead_code))]
 pub(crate) fn parse_header(arg: &str) -> Result<(String, String)> {
     let (name, value) = arg
         .split_once('=')

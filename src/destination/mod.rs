@@ -14,10 +14,14 @@ use crate::limits::Limits;
 
 mod config;
 mod native;
+mod otlp;
 
+#[cfg(feature = "cli")]
+pub(crate) use config::parse_header;
 pub use config::{Compression, DestinationConfig, DestinationKind, OtlpProtocol};
-pub(crate) use config::{Overrides, Target, apply, check_header, parse_header, resolve};
+pub(crate) use config::{Overrides, Target, apply, check_header, resolve};
 pub(crate) use native::Native;
+pub(crate) use otlp::Otlp;
 
 /// A request body ready to send, with the headers that describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +102,7 @@ pub(crate) trait Destination: Send + Sync {
 pub(crate) fn build(target: &Target, limits: &Limits) -> Arc<dyn Destination> {
     match target.kind {
         DestinationKind::Native => Arc::new(Native::new(limits)),
+        DestinationKind::Otlp => Arc::new(Otlp::new(target)),
         // Filled in by the destination modules.
         _ => Arc::new(Native::new(limits)),
     }

@@ -9,14 +9,11 @@
 
 mod children;
 mod cli;
-// Used by the destination tests being written; the allow goes when they land.
-#[allow(dead_code)]
 mod counterparts;
 mod server;
 
 pub use children::*;
 pub use cli::*;
-#[allow(unused_imports)]
 pub use counterparts::*;
 pub use server::*;
 

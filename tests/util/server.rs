@@ -46,8 +46,11 @@ pub struct Received {
     pub path: String,
     pub headers: Vec<(String, String)>,
     /// The body, gunzipped if it was sent with `Content-Encoding: gzip`; `null` when
-    /// there was none.
+    /// there was none or it was protobuf (`Content-Type: application/x-protobuf`).
     pub body: Value,
+    /// The body's bytes, gunzipped if it was sent gzipped: what a protobuf body is
+    /// decoded from.
+    pub raw: Vec<u8>,
 }
 
 impl Received {
@@ -123,6 +126,12 @@ impl TestServer {
             }
         });
         server
+    }
+
+    /// The server's origin, `http://127.0.0.1:PORT`, for destinations that add their
+    /// own path to a base URL.
+    pub fn origin(&self) -> String {
+        self.url.trim_end_matches("/v1/events").to_string()
     }
 
     /// A server that answers every request with `code`.
@@ -240,7 +249,11 @@ fn serve_conn(
                 .expect("valid gzip");
             raw = out;
         }
-        let body: Value = if raw.is_empty() {
+        let protobuf = headers.iter().any(|(k, v)| {
+            k.eq_ignore_ascii_case("content-type")
+                && v.eq_ignore_ascii_case("application/x-protobuf")
+        });
+        let body: Value = if raw.is_empty() || protobuf {
             Value::Null
         } else {
             serde_json::from_slice(&raw).expect("request body is JSON")
@@ -252,6 +265,7 @@ fn serve_conn(
             path,
             headers,
             body,
+            raw,
         };
         let index = {
             let mut r = received.lock().unwrap();
