@@ -12,6 +12,8 @@
 //! - `destinations_otlp`: OTLP logs to rotel, a real OpenTelemetry collector (protobuf and
 //!   JSON, gzip or not), bodies decoded by opentelemetry-proto; OTLP's status rules,
 //!   413 splits, byte-cut batches, partial success, headers
+//! - `destinations_vendors`: `posthog` and `segment` bodies against the official Python
+//!   SDKs', field for field; Segment's statuses, `Retry-After`, `X-Retry-Count`, byte cuts
 //! - `flushers`: the lease under SIGKILL and concurrency, background and detached flushers
 //! - `detached`: the detached flusher against hosts that ignore signals, a stray
 //!   `EVENTSPOOL_DETACHED_FLUSH`, handles a host leaves inheritable
@@ -43,6 +45,7 @@ mod consent;
 mod delivery;
 mod destinations;
 mod destinations_otlp;
+mod destinations_vendors;
 mod detached;
 mod features;
 mod flushers;

@@ -15,6 +15,9 @@ use crate::limits::Limits;
 mod config;
 mod native;
 mod otlp;
+mod posthog;
+mod segment;
+mod vendor;
 
 #[cfg(feature = "cli")]
 pub(crate) use config::parse_header;
@@ -22,6 +25,8 @@ pub use config::{Compression, DestinationConfig, DestinationKind, OtlpProtocol};
 pub(crate) use config::{Overrides, Target, apply, check_header, resolve};
 pub(crate) use native::Native;
 pub(crate) use otlp::Otlp;
+pub(crate) use posthog::Posthog;
+pub(crate) use segment::Segment;
 
 /// A request body ready to send, with the headers that describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +55,6 @@ pub(crate) struct Batch<'a> {
     pub sent_at: &'a str,
     /// How many earlier attempts of these events failed (0 on a first send): the
     /// most of any event in the batch.
-    #[allow(dead_code)] // Read by the destinations that send a retry count.
     pub retry: u32,
 }
 
@@ -103,8 +107,8 @@ pub(crate) fn build(target: &Target, limits: &Limits) -> Arc<dyn Destination> {
     match target.kind {
         DestinationKind::Native => Arc::new(Native::new(limits)),
         DestinationKind::Otlp => Arc::new(Otlp::new(target)),
-        // Filled in by the destination modules.
-        _ => Arc::new(Native::new(limits)),
+        DestinationKind::Posthog => Arc::new(Posthog::new(target)),
+        DestinationKind::Segment => Arc::new(Segment::new(target)),
     }
 }
 

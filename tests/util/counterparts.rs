@@ -25,7 +25,6 @@ pub fn venv() -> &'static PathBuf {
 }
 
 /// The virtualenv's Python, with the SDKs importable.
-#[allow(dead_code)] // For the PostHog and Segment tests; the allow goes when they land.
 pub fn python() -> PathBuf {
     venv().join("bin/python")
 }
