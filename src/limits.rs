@@ -41,7 +41,8 @@ pub struct Limits {
     #[serde(with = "humantime_serde_compat")]
     pub request_timeout: Duration,
     /// "Flush if due": a queue whose oldest event is older than this is due even
-    /// with less than a batch in it. `SPOOL_FLUSH_INTERVAL`.
+    /// with less than a batch in it; zero makes any queued event due.
+    /// `SPOOL_FLUSH_INTERVAL`.
     #[serde(with = "humantime_serde_compat")]
     pub flush_interval: Duration,
 }
@@ -113,7 +114,13 @@ impl Limits {
             "SPOOL_BATCH_SIZE" => self.batch_size = parse_count_u32(name, value)?,
             "SPOOL_BACKOFF" => self.first_backoff = parse_duration(name, value)?,
             "SPOOL_TIMEOUT" => self.request_timeout = parse_duration(name, value)?,
-            "SPOOL_FLUSH_INTERVAL" => self.flush_interval = parse_duration(name, value)?,
+            // Zero is meaningful here: every queue with an event in it is due.
+            "SPOOL_FLUSH_INTERVAL" => {
+                self.flush_interval = match humantime::parse_duration(value.trim()) {
+                    Ok(d) if d.is_zero() => d,
+                    _ => parse_duration(name, value)?,
+                }
+            }
             _ => {}
         }
         Ok(())

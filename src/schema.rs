@@ -21,6 +21,12 @@ pub struct Field {
     pub events: Vec<String>,
     /// What it is and how it is treated.
     pub notes: String,
+    /// Why the app collects it, in the host's words (see [`SpoolBuilder::purpose`]);
+    /// `None` where the host gave none. A property several events carry with
+    /// different purposes lists each as `event: purpose`.
+    ///
+    /// [`SpoolBuilder::purpose`]: crate::SpoolBuilder::purpose
+    pub purpose: Option<String>,
 }
 
 /// Every field an app sends: the envelope and context every event has, then the
@@ -34,6 +40,38 @@ pub struct Schema {
     pub events: Vec<String>,
     /// The fields, envelope first.
     pub fields: Vec<Field>,
+    /// What the app never collects, in its own words (see
+    /// [`SpoolBuilder::never_collected`]); empty when it published no such list.
+    ///
+    /// [`SpoolBuilder::never_collected`]: crate::SpoolBuilder::never_collected
+    pub never_collected: Vec<String>,
+}
+
+/// What a host says about its events beyond the samples: the purpose of each
+/// `(event, property)` and what it never collects. Kept by the builder, applied by
+/// [`Spool::schema`](crate::Spool::schema).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Annotations {
+    /// `(event, property, purpose)`, in the order given; a later entry for the same
+    /// pair replaces an earlier one.
+    pub(crate) purposes: Vec<(String, String, String)>,
+    pub(crate) never_collected: Vec<String>,
+}
+
+impl Annotations {
+    pub(crate) fn set_purpose(&mut self, event: &str, field: &str, purpose: &str) {
+        self.purposes
+            .retain(|(e, f, _)| !(e == event && f == field));
+        self.purposes
+            .push((event.to_string(), field.to_string(), purpose.to_string()));
+    }
+
+    fn purpose(&self, event: &str, field: &str) -> Option<&str> {
+        self.purposes
+            .iter()
+            .find(|(e, f, _)| e == event && f == field)
+            .map(|(_, _, p)| p.as_str())
+    }
 }
 
 fn common(app: &str) -> Vec<Field> {
@@ -42,6 +80,7 @@ fn common(app: &str) -> Vec<Field> {
         kind: kind.into(),
         events: Vec::new(),
         notes,
+        purpose: None,
     };
     vec![
         f(
@@ -158,18 +197,50 @@ impl Schema {
                 kind: kinds.join(" or "),
                 events,
                 notes,
+                purpose: None,
             });
         }
         Schema {
             app: app.to_string(),
             events,
             fields,
+            never_collected: Vec::new(),
         }
     }
 
-    /// A Markdown table to publish: field, type, events, notes. Names come from
-    /// what a host sent, so every cell is escaped: a `|` or a newline cannot break
-    /// the table, and a terminal escape sequence is shown, never obeyed.
+    /// This schema with the host's purposes on its properties and its "never
+    /// collected" list. A purpose for a property no event carries has no row to go
+    /// in, and is left out.
+    pub(crate) fn annotate(mut self, notes: &Annotations) -> Schema {
+        for field in &mut self.fields {
+            let Some(key) = field.name.strip_prefix("properties.") else {
+                continue;
+            };
+            let given: Vec<(&str, &str)> = field
+                .events
+                .iter()
+                .filter_map(|e| notes.purpose(e, key).map(|p| (e.as_str(), p)))
+                .collect();
+            let all_same = given.windows(2).all(|w| w[0].1 == w[1].1);
+            field.purpose = match given.as_slice() {
+                [] => None,
+                [(_, p), ..] if all_same => Some((*p).to_string()),
+                many => Some(
+                    many.iter()
+                        .map(|(e, p)| format!("{e}: {p}"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+            };
+        }
+        self.never_collected = notes.never_collected.clone();
+        self
+    }
+
+    /// A Markdown table to publish: field, type, events, purpose (`—` where the host
+    /// gave none), notes; then what the app never collects, when it said. Names come
+    /// from what a host sent, so every cell is escaped: a `|` or a newline cannot
+    /// break the table, and a terminal escape sequence is shown, never obeyed.
     pub fn to_markdown(&self) -> String {
         let app = cell(&self.app);
         let mut out = if self.events.is_empty() {
@@ -183,7 +254,9 @@ impl Schema {
                 names.join(", ")
             )
         };
-        out.push_str("| field | type | events | notes |\n| --- | --- | --- | --- |\n");
+        out.push_str(
+            "| field | type | events | purpose | notes |\n| --- | --- | --- | --- | --- |\n",
+        );
         for f in &self.fields {
             let events = if f.events.is_empty() {
                 "all".to_string()
@@ -195,12 +268,19 @@ impl Schema {
                     .join(", ")
             };
             out.push_str(&format!(
-                "| {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} |\n",
                 code(&f.name),
                 cell(&f.kind),
                 events,
+                f.purpose.as_deref().map_or_else(|| "—".to_string(), cell),
                 cell(&f.notes)
             ));
+        }
+        if !self.never_collected.is_empty() {
+            out.push_str(&format!("\nWhat {app} never collects:\n\n"));
+            for item in &self.never_collected {
+                out.push_str(&format!("- {}\n", cell(item)));
+            }
         }
         out
     }
@@ -305,11 +385,80 @@ mod tests {
         assert!(md.contains("rtl\\u{202e}txt"), "{md}");
         assert!(md.contains("``properties.tick`s``"), "{md}");
         assert!(!md.contains('\u{1b}') && !md.contains('\u{202e}'));
-        // Every table row still has exactly five unescaped pipes.
+        // Every table row still has exactly six unescaped pipes.
         for row in md.lines().filter(|l| l.starts_with('|')) {
             let pipes = row.replace("\\|", "").matches('|').count();
-            assert_eq!(pipes, 5, "{row}");
+            assert_eq!(pipes, 6, "{row}");
         }
+    }
+
+    #[test]
+    fn purposes_and_never_collected_are_published() {
+        let samples = [
+            Event::new("setup_completed")
+                .property("framework", "nextjs")
+                .property("adapters_detected", vec!["prisma"]),
+            Event::new("session")
+                .property("framework", "nextjs")
+                .property("adapters_detected", vec!["prisma"])
+                .property("request_count", 1),
+        ];
+        let mut notes = Annotations::default();
+        notes.set_purpose("setup_completed", "framework", "Diagnose setup failures");
+        notes.set_purpose("session", "framework", "Prioritize framework support");
+        notes.set_purpose("setup_completed", "adapters_detected", "Adapter adoption");
+        notes.set_purpose("session", "adapters_detected", "old wording");
+        notes.set_purpose("session", "adapters_detected", "Adapter adoption");
+        notes.set_purpose("session", "not_sent", "has no row");
+        notes.never_collected = vec!["Source code | file contents".into(), "IP addresses".into()];
+        let s = Schema::from_samples("devtool", &samples).annotate(&notes);
+        let get = |n: &str| s.fields.iter().find(|f| f.name == n).unwrap().clone();
+        assert_eq!(
+            get("properties.framework").purpose.as_deref(),
+            Some("setup_completed: Diagnose setup failures; session: Prioritize framework support")
+        );
+        assert_eq!(
+            get("properties.adapters_detected").purpose.as_deref(),
+            Some("Adapter adoption"),
+            "the same purpose twice is given once; a later one replaces an earlier"
+        );
+        assert_eq!(get("properties.request_count").purpose, None);
+        assert_eq!(get("context.os").purpose, None);
+        assert!(!s.fields.iter().any(|f| f.name.contains("not_sent")));
+
+        let md = s.to_markdown();
+        assert!(
+            md.contains("| field | type | events | purpose | notes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `properties.adapters_detected` | array | setup_completed, session | Adapter adoption |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `properties.request_count` | number | session | — |"),
+            "{md}"
+        );
+        assert!(
+            md.ends_with(
+                "What devtool never collects:\n\n- Source code \\| file contents\n- IP addresses\n"
+            ),
+            "{md}"
+        );
+
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["never_collected"][1], "IP addresses");
+        let rc = json["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "properties.request_count")
+            .unwrap();
+        assert!(rc["purpose"].is_null(), "{rc}");
+
+        // Without annotations the page has no list at all.
+        let plain = Schema::from_samples("devtool", &samples).to_markdown();
+        assert!(!plain.contains("never collects"), "{plain}");
     }
 
     #[test]

@@ -39,7 +39,12 @@ fn run_example(
         format!("{prefix}_TELEMETRY_DIR"),
         format!("{prefix}_TELEMETRY_ENDPOINT"),
     );
-    let mut all = vec![(dir_var.as_str(), dir), (endpoint_var.as_str(), endpoint)];
+    // Every run is due for a flush, for the hosts that flush only when one is.
+    let mut all = vec![
+        (dir_var.as_str(), dir),
+        (endpoint_var.as_str(), endpoint),
+        ("SPOOL_FLUSH_INTERVAL", "0s"),
+    ];
     all.extend_from_slice(env);
     run_clean(&example_bin(name), args, &all)
 }
@@ -241,39 +246,12 @@ fn devtool(
     run_example("devtool", dir, endpoint, args, env)
 }
 
-#[track_caller]
-fn wait_for_events(server: &TestServer, names: &[&str], within: Duration) -> Vec<Value> {
-    let t = Instant::now();
-    loop {
-        let events = server.events();
-        if names
-            .iter()
-            .all(|n| events.iter().any(|e| e["event"] == *n))
-        {
-            return events;
-        }
-        assert!(
-            t.elapsed() < within,
-            "only got {:?}",
-            events
-                .iter()
-                .map(|e| e["event"].clone())
-                .collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn devtool_sends_journey_events_and_one_session_summary() {
     let (_t, dir) = temp();
     let server = TestServer::answering(200);
     assert!(devtool(&dir, &server.url, &["setup"], &[]).status.success());
-    wait_for_events(
-        &server,
-        &["cli_invoked", "setup_completed"],
-        Duration::from_secs(10),
-    );
+    server.wait_for_events(&["cli_invoked", "setup_completed"], Duration::from_secs(10));
     let out = devtool(
         &dir,
         &server.url,
@@ -288,8 +266,7 @@ fn devtool_sends_journey_events_and_one_session_summary() {
         &[],
     );
     assert!(out.status.success());
-    let events = wait_for_events(
-        &server,
+    let events = server.wait_for_events(
         &["first_request", "dashboard_viewed", "session"],
         Duration::from_secs(10),
     );
@@ -298,9 +275,10 @@ fn devtool_sends_journey_events_and_one_session_summary() {
     let p = &session[0]["properties"];
     assert_eq!(p["request_count"], 4);
     assert_eq!(p["error_count"], 1);
-    assert_eq!(p["exit_reason"], "error");
+    // Failed requests are the app's errors, counted; the server itself ended cleanly.
+    assert_eq!(p["exit_reason"], "clean");
     assert_eq!(p["first_session"], true);
-    assert!(p["session_duration_s"].is_f64());
+    assert!(p["session_duration_s"].is_u64());
     assert!(p["setup_duration_ms"].is_u64(), "{p}");
     assert!(p["time_to_first_request_ms"].is_u64());
 
@@ -342,7 +320,7 @@ fn devtool_sends_journey_events_and_one_session_summary() {
     );
 
     devtool(&dir, &server.url, &["uninstall"], &[]);
-    wait_for_events(&server, &["cli_uninstall"], Duration::from_secs(10));
+    server.wait_for_events(&["cli_uninstall"], Duration::from_secs(10));
 }
 
 #[test]
@@ -391,14 +369,15 @@ fn devtool_exits_at_once_with_a_hanging_endpoint_and_its_child_delivers_later() 
     let out = devtool(&dir, &server.url, &["dev", "--requests", "1"], &[]);
     let took = t.elapsed();
     assert!(out.status.success());
+    // Well under the endpoint's 1.5 s (start-up asks `node --version`, ~10 ms).
     assert!(
-        took < Duration::from_millis(200),
+        took < Duration::from_secs(1),
         "devtool took {took:?} to exit"
     );
 
     server.wait_for_requests(1, Duration::from_secs(5));
     let child = lease_holder(&dir).expect("the detached child holds the lease while it sends");
-    wait_for_events(&server, &["session"], Duration::from_secs(10));
+    server.wait_for_events(&["session"], Duration::from_secs(10));
     wait_exited(child, Instant::now(), Duration::from_secs(10));
     assert!(lease_holder(&dir).is_none(), "the lease was given back");
 }

@@ -142,7 +142,7 @@ fn schema_of_an_empty_queue_and_of_hostile_keys_is_readable_markdown() {
     let md = spool(&dir).args(["schema"]).ok();
     assert!(!md.contains('\u{1b}'), "{md:?}");
     for row in md.lines().filter(|l| l.starts_with('|')) {
-        assert_eq!(row.replace("\\|", "").matches('|').count(), 5, "{row}");
+        assert_eq!(row.replace("\\|", "").matches('|').count(), 6, "{row}");
     }
 }
 

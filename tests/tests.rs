@@ -28,6 +28,9 @@
 //! - `other_languages`: `track --stdin`, a session and tool across calls, `--json`
 //!   everywhere, the detached flush only when due
 //! - `host_integration`: the example hosts end to end, mounted commands, the notice
+//! - `devtool_example`: the devtool example against the reference page: journey key
+//!   fields, the 32 session fields on clean exit, crash, SIGINT and SIGTERM, opt-out,
+//!   the schema's purposes and "never collected" list
 //! - `features`: `default-features = false` pulls no CLI, no anyhow, no HTTP server
 //! - `seams`: the async flush never blocks its executor on SQLite; the injected clock
 //!   and environment (consent, precedence, backoff, expiry without sleeping)
@@ -47,6 +50,7 @@ mod destinations;
 mod destinations_otlp;
 mod destinations_vendors;
 mod detached;
+mod devtool_example;
 mod features;
 mod flushers;
 mod fuzz_corpus;

@@ -15,6 +15,7 @@ use crate::limits::Limits;
 #[must_use]
 pub struct SpoolBuilder {
     pub(super) samples: Option<Samples>,
+    pub(super) annotations: crate::schema::Annotations,
     pub(super) app: String,
     pub(super) dir: Option<PathBuf>,
     pub(super) tool: Option<String>,
@@ -104,8 +105,53 @@ impl SpoolBuilder {
 
     /// Tells [`Spool::schema`] what this app sends: `samples` returns one event of each
     /// kind, built by the same functions that build the real ones, with made-up values.
+    /// Why each field is sent, and what never is, come from [`SpoolBuilder::purpose`]
+    /// and [`SpoolBuilder::never_collected`].
     pub fn describe(mut self, samples: impl Fn() -> Vec<Event> + Send + Sync + 'static) -> Self {
         self.samples = Some(Arc::new(samples));
+        self
+    }
+
+    /// Why this app collects `field` of `event`, for the Purpose column of
+    /// [`Spool::schema`] (`telemetry schema`). Giving the same pair again replaces the
+    /// earlier purpose; a pair no sample (or queued event) carries is not shown.
+    ///
+    /// ```
+    /// use eventspool::{Event, Spool};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let spool = Spool::builder("mytool")
+    ///     .dir(dir.path())
+    ///     .describe(|| vec![Event::new("session").property("request_count", 142)])
+    ///     .purpose("session", "request_count", "Usage volume")
+    ///     .never_collected(["Request paths", "Source code"])
+    ///     .build();
+    /// let schema = spool.schema().unwrap();
+    /// let field = schema.fields.iter().find(|f| f.name == "properties.request_count");
+    /// assert_eq!(field.unwrap().purpose.as_deref(), Some("Usage volume"));
+    /// assert_eq!(schema.never_collected, ["Request paths", "Source code"]);
+    /// ```
+    pub fn purpose(mut self, event: &str, field: &str, purpose: &str) -> Self {
+        self.annotations.set_purpose(event, field, purpose);
+        self
+    }
+
+    /// [`SpoolBuilder::purpose`] for several fields of `event`: `(field, purpose)`
+    /// pairs, e.g. straight from the table a tool publishes.
+    pub fn purposes<'a>(
+        mut self,
+        event: &str,
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        for (field, purpose) in fields {
+            self.annotations.set_purpose(event, field, purpose);
+        }
+        self
+    }
+
+    /// What this app never collects (e.g. "Request/response bodies"), listed by
+    /// [`Spool::schema`] under the fields. Replaces an earlier list.
+    pub fn never_collected<S: Into<String>>(mut self, items: impl IntoIterator<Item = S>) -> Self {
+        self.annotations.never_collected = items.into_iter().map(Into::into).collect();
         self
     }
 
@@ -154,6 +200,7 @@ impl SpoolBuilder {
                 clock: self.clock,
                 env: self.env,
                 samples: self.samples,
+                annotations: self.annotations,
                 state: Mutex::new(State::default()),
                 context: OnceLock::new(),
                 // UUIDv7: PostHog counts only v7 session ids, and every receiver can sort by them.

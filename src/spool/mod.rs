@@ -111,6 +111,7 @@ pub(crate) struct Inner {
     clock: Clock,
     env: EnvLookup,
     samples: Option<Samples>,
+    annotations: crate::schema::Annotations,
     state: Mutex<State>,
     context: OnceLock<Box<RawValue>>,
     session_id: String,
@@ -183,22 +184,26 @@ impl Spool {
             lock_timeout: DEFAULT_LOCK_TIMEOUT,
             scope: Scope::Host,
             samples: None,
+            annotations: Default::default(),
             clock: Arc::new(now_ms),
             env: Arc::new(|k| std::env::var(k).ok()),
         }
     }
 
     /// Every field this app sends: from the samples given to
-    /// [`SpoolBuilder::describe`], or else from what is queued now.
+    /// [`SpoolBuilder::describe`], or else from what is queued now; with the
+    /// purposes and the "never collected" list the host gave
+    /// ([`SpoolBuilder::purpose`], [`SpoolBuilder::never_collected`]).
     pub fn schema(&self) -> Result<crate::Schema> {
+        let notes = &self.inner.annotations;
         if let Some(samples) = &self.inner.samples {
-            return Ok(crate::Schema::from_samples(self.app(), &samples()));
+            return Ok(crate::Schema::from_samples(self.app(), &samples()).annotate(notes));
         }
         let queued = self.list(10_000)?;
-        Ok(crate::Schema::from_payloads(
-            self.app(),
-            queued.iter().map(|q| q.payload.as_str()),
-        ))
+        Ok(
+            crate::Schema::from_payloads(self.app(), queued.iter().map(|q| q.payload.as_str()))
+                .annotate(notes),
+        )
     }
 
     /// The app name.

@@ -165,6 +165,31 @@ impl TestServer {
         self.connections.load(Ordering::SeqCst)
     }
 
+    /// Waits until an event of each of `names` arrived, or panics after `within`;
+    /// returns every event received.
+    #[track_caller]
+    pub fn wait_for_events(&self, names: &[&str], within: Duration) -> Vec<Value> {
+        let t = Instant::now();
+        loop {
+            let events = self.events();
+            if names
+                .iter()
+                .all(|n| events.iter().any(|e| e["event"] == *n))
+            {
+                return events;
+            }
+            assert!(
+                t.elapsed() < within,
+                "only got {:?}",
+                events
+                    .iter()
+                    .map(|e| e["event"].clone())
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until at least `n` requests arrived, or panics after `within`.
     #[track_caller]
     pub fn wait_for_requests(&self, n: usize, within: Duration) {
