@@ -115,8 +115,15 @@ pub(super) fn run(spool: &Spool, args: FlushArgs, out: &mut dyn Write) -> anyhow
                     writeln!(out, "Stopped: telemetry was turned off ({reason}).")?
                 }
                 _ => {
+                    // A delivered round may still have something to say (a collector's
+                    // partial success): "Dropped" only when something was.
                     if let Some(why) = why {
-                        writeln!(out, "Dropped: {why}.")?;
+                        let head = if report.dropped_total() > 0 {
+                            "Dropped"
+                        } else {
+                            "Note"
+                        };
+                        writeln!(out, "{head}: {why}.")?;
                     }
                 }
             }
