@@ -318,3 +318,47 @@ fn a_kind_chosen_by_name_starts_from_its_own_defaults() {
         Some("http://localhost:4318")
     );
 }
+
+#[test]
+fn a_host_in_another_language_sets_defaults_that_never_override_the_user() {
+    let (_t, dir) = temp();
+    let hosts = TestServer::answering(200);
+    let users = TestServer::answering(200);
+    // What a Node or Python host runs on each start, in place of a builder.
+    let host_sets = || {
+        spool(&dir)
+            .args(["config", "set", "--host", "endpoint", &hosts.url])
+            .ok();
+        spool(&dir)
+            .args(["config", "set", "--host", "batch_size", "1"])
+            .ok();
+    };
+    host_sets();
+    fill(&dir, 2);
+    assert!(spool(&dir).args(["flush"]).ok().contains("sent 2"));
+    assert_eq!(hosts.requests().len(), 2, "batch size 1: one request each");
+    assert!(
+        config_json(&dir)["destination"]
+            .get("set_by_user")
+            .is_none()
+    );
+    // The user chooses; the host's next start leaves it alone.
+    spool(&dir)
+        .args(["config", "set", "endpoint", &users.url])
+        .ok();
+    spool(&dir).args(["config", "set", "batch_size", "5"]).ok();
+    host_sets();
+    fill(&dir, 3);
+    assert!(spool(&dir).args(["flush"]).ok().contains("sent 3"));
+    assert_eq!((hosts.requests().len(), users.requests().len()), (2, 1));
+    let err = spool(&dir)
+        .args([
+            "config",
+            "set",
+            "--host",
+            "endpoint",
+            "http://remote.example.com",
+        ])
+        .fails();
+    assert!(err.contains("loopback"), "{err}");
+}

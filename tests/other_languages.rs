@@ -219,3 +219,26 @@ fn a_flush_if_due_starts_only_when_a_batch_is_queued_or_the_oldest_is_old() {
     let err = spool(&dir).args(["flush", "--if-due"]).fails_with(2);
     assert!(err.contains("--detach"), "{err}");
 }
+
+#[test]
+fn an_unscrubbed_property_keeps_a_hash_the_scrubber_would_redact() {
+    let (_t, dir) = temp();
+    let hash = "427f93cafd9cc19be6eec03e590c9c6cdf9f688a5eaf21fa8d72351e2b15fd05";
+    spool(&dir)
+        .args(["track", "job", "-p", &format!("p={hash}")])
+        .args(["-u", &format!("u={hash}"), "-u", "n:=3"])
+        .ok();
+    let line = format!(
+        "{{\"event\":\"job\",\"properties\":{{\"p\":\"{hash}\"}},\"unscrubbed\":{{\"u\":\"{hash}\"}}}}\n"
+    );
+    spool(&dir).args(["track", "--stdin"]).input(line).ok();
+    let q = queued(&dir);
+    for e in &q {
+        let props = &payload(e)["properties"];
+        assert_eq!(props["p"], "<redacted>", "{props}");
+        assert_eq!(props["u"], hash, "{props}");
+    }
+    assert_eq!(payload(&q[0])["properties"]["n"], 3);
+    let err = spool(&dir).args(["track", "x", "-u", "novalue"]).fails();
+    assert!(err.contains("key=value"), "{err}");
+}

@@ -31,6 +31,8 @@
 //! - `devtool_example`: the devtool example against the reference page: journey key
 //!   fields, the 32 session fields on clean exit, crash, SIGINT and SIGTERM, opt-out,
 //!   the schema's purposes and "never collected" list
+//! - `example_hosts`: the Node and Python example hosts (machine's `node`, `python3`)
+//!   through `spool`: every field of both tables, sessions, opt-outs, signals, failed sends
 //! - `features`: `default-features = false` pulls no CLI, no anyhow, no HTTP server
 //! - `seams`: the async flush never blocks its executor on SQLite; the injected clock
 //!   and environment (consent, precedence, backoff, expiry without sleeping)
@@ -51,6 +53,7 @@ mod destinations_otlp;
 mod destinations_vendors;
 mod detached;
 mod devtool_example;
+mod example_hosts;
 mod features;
 mod flushers;
 mod fuzz_corpus;

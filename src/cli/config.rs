@@ -31,6 +31,10 @@ pub enum ConfigAction {
         key: String,
         /// Its value, checked before anything is written
         value: String,
+        /// Set it as the host's default, as a Rust host does in code (for hosts in
+        /// other languages): what the user set stays in force
+        #[arg(long)]
+        host: bool,
     },
     /// Remove a setting; `unset destination` gives the destination back to the host
     Unset {
@@ -53,7 +57,24 @@ pub(super) fn run(spool: &Spool, args: ConfigArgs, out: &mut dyn Write) -> anyho
                 None => anyhow::bail!("{key} is not set"),
             }
         }
-        ConfigAction::Set { key, value } => spool.config_set(&key, &value)?,
+        ConfigAction::Set {
+            key,
+            value,
+            host: false,
+        } => spool.config_set(&key, &value)?,
+        ConfigAction::Set {
+            key,
+            value,
+            host: true,
+        } => {
+            // Not an error when the user's own choice stands: the host asked for a
+            // default. Said only to a person at a terminal, never into a host's logs.
+            if !spool.config_set_for_host(&key, &value)?
+                && std::io::IsTerminal::is_terminal(&std::io::stderr())
+            {
+                eprintln!("{}: note: your own {key} stays in force", spool.app());
+            }
+        }
         ConfigAction::Unset { key } => {
             if !spool.config_unset(&key)? {
                 anyhow::bail!("{key} is not set");

@@ -26,6 +26,15 @@ pub struct TrackArgs {
     /// Properties as one JSON object; `-p` entries override its keys
     #[arg(long = "props", value_name = "JSON", conflicts_with = "stdin")]
     pub props_json: Option<String>,
+    /// A property stored exactly as given, skipping the privacy scrubber (same syntax as
+    /// -p): only for values known to hold no personal data, such as a hash
+    #[arg(
+        short = 'u',
+        long = "unscrubbed",
+        value_name = "KEY=VALUE",
+        conflicts_with = "stdin"
+    )]
+    pub unscrubbed: Vec<String>,
     /// Read events from stdin, one JSON object per line ({"event": …, "properties": {…}}),
     /// and record them all in one transaction: all or none. Prints one id per line
     #[arg(long)]
@@ -53,20 +62,25 @@ pub struct TrackArgs {
 /// assert_eq!((k.as_str(), v), ("count", serde_json::json!(3)));
 /// ```
 pub fn parse_pair(arg: &str) -> anyhow::Result<(String, Value)> {
+    parse_pair_for("-p", arg)
+}
+
+/// [`parse_pair`] for the flag `flag` (`-p` or `-u`), named in its errors.
+fn parse_pair_for(flag: &str, arg: &str) -> anyhow::Result<(String, Value)> {
     let Some(eq) = arg.find('=') else {
-        bail!("-p expects key=value or key:=json, got {arg:?}");
+        bail!("{flag} expects key=value or key:=json, got {arg:?}");
     };
     let (key, value) = (&arg[..eq], &arg[eq + 1..]);
     let (key, value) = match key.strip_suffix(':') {
         Some(k) => (
             k,
             serde_json::from_str(value)
-                .with_context(|| format!("-p {k}:= needs a JSON value, got {value:?}"))?,
+                .with_context(|| format!("{flag} {k}:= needs a JSON value, got {value:?}"))?,
         ),
         None => (key, Value::String(value.to_string())),
     };
     if key.is_empty() {
-        bail!("-p has an empty key in {arg:?}");
+        bail!("{flag} has an empty key in {arg:?}");
     }
     Ok((key.to_string(), value))
 }
@@ -81,6 +95,9 @@ struct Line {
     event: String,
     #[serde(default)]
     properties: Option<Value>,
+    /// Properties stored as given, skipping the scrubber (`spool track -u`).
+    #[serde(default)]
+    unscrubbed: Option<serde_json::Map<String, Value>>,
 }
 
 /// Parses the NDJSON of `spool track --stdin`: one event per non-blank line, each
@@ -102,6 +119,9 @@ pub(super) fn parse_ndjson(text: &str) -> anyhow::Result<Vec<Event>> {
         let mut event = Event::new(&line.event);
         if let Some(props) = line.properties.filter(|p| !p.is_null()) {
             event = event.properties(props).with_context(at)?;
+        }
+        for (k, v) in line.unscrubbed.unwrap_or_default() {
+            event = event.unscrubbed_property(k, v);
         }
         events.push(event);
     }
@@ -134,6 +154,10 @@ pub(super) fn run(spool: &Spool, args: TrackArgs, out: &mut dyn Write) -> anyhow
         for pair in &args.props {
             let (k, v) = parse_pair(pair)?;
             event = event.property(k, v);
+        }
+        for pair in &args.unscrubbed {
+            let (k, v) = parse_pair_for("-u", pair)?;
+            event = event.unscrubbed_property(k, v);
         }
         vec![event]
     };
@@ -227,6 +251,8 @@ mod tests {
         let ok = parse_ndjson("{\"event\":\"a\"}\n\n{\"event\":\"b\",\"properties\":{\"n\":1}}\n")
             .unwrap();
         assert_eq!(ok.len(), 2);
+        let kept = parse_ndjson("{\"event\":\"a\",\"unscrubbed\":{\"h\":\"ab\"}}").unwrap();
+        assert!(kept[0].is_unscrubbed("h"));
         for (text, says) in [
             ("{\"event\":\"a\"}\nnot json", "stdin line 2"),
             ("{\"event\":\"a b\"}", "stdin line 1"),

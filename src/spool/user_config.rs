@@ -142,22 +142,52 @@ impl Spool {
     /// error and changes nothing. A destination field makes the whole destination
     /// the user's: the host's code no longer replaces it.
     pub fn config_set(&self, key: &str, value: &str) -> Result<()> {
+        self.set_config(key, value, false).map(|_| ())
+    }
+
+    /// Sets `key` as the host's own default, for a host in another language that has
+    /// no builder to say it in code (`spool config set --host`): what the user set
+    /// stays in force. Returns false when the user's setting stands in its place.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let spool = eventspool::Spool::builder("mytool").dir(dir.path()).build();
+    /// assert!(spool.config_set_for_host("endpoint", "https://t.example.com/e").unwrap());
+    /// spool.config_set("endpoint", "https://mine.example.com/e").unwrap();
+    /// assert!(!spool.config_set_for_host("endpoint", "https://t.example.com/e").unwrap());
+    /// ```
+    pub fn config_set_for_host(&self, key: &str, value: &str) -> Result<bool> {
+        self.set_config(key, value, true)
+    }
+
+    fn set_config(&self, key: &str, value: &str, for_host: bool) -> Result<bool> {
         let key: ConfigKey = key.parse()?;
         let value = value.trim();
+        let settings = self.settings();
         let mut d = self.destination();
         match &key {
             ConfigKey::Limit { key, var } => {
                 // The same parser as the variable's, so both accept the same text.
-                Limits::default()
+                let host_limits = settings
+                    .as_ref()
+                    .and_then(|s| s.limits.clone())
+                    .unwrap_or_default();
+                let with = host_limits
                     .with_env(|v| (v == *var).then(|| value.to_string()))
                     .map_err(|e| Kind::Setting {
                         name: key.to_string(),
                         value: value.into(),
                         why: e.to_string(),
                     })?;
-                return self.update_settings(|s| {
-                    s.user_limits.insert(key.to_string(), value.to_string());
-                });
+                let user_has = settings.is_some_and(|s| s.user_limits.contains_key(*key));
+                self.update_settings(|s| {
+                    if for_host {
+                        s.limits = Some(with);
+                    } else {
+                        s.user_limits.insert(key.to_string(), value.to_string());
+                    }
+                })?;
+                return Ok(!(for_host && user_has));
             }
             ConfigKey::Destination => {
                 let kind: DestinationKind = value.parse()?;
@@ -186,11 +216,16 @@ impl Spool {
             }
             ConfigKey::Compression => d.compression = Some(value.parse()?),
         }
-        d.set_by_user = true;
+        if for_host && d.set_by_user {
+            // The user's destination stands; the host's default waits until unset.
+            return Ok(false);
+        }
+        d.set_by_user = !for_host;
         self.update_settings(|s| {
             s.destination = Some(d);
             s.endpoint = None;
-        })
+        })?;
+        Ok(true)
     }
 
     /// Removes `key` from `config.json`; returns false if it held none. Unsetting
