@@ -105,7 +105,7 @@ pub(crate) trait Destination: Send + Sync {
 /// made here so the flusher never names a format.
 pub(crate) fn build(target: &Target, limits: &Limits) -> Arc<dyn Destination> {
     match target.kind {
-        DestinationKind::Native => Arc::new(Native::new(limits)),
+        DestinationKind::Native => Arc::new(Native::new(limits, target.compression)),
         DestinationKind::Otlp => Arc::new(Otlp::new(target)),
         DestinationKind::Posthog => Arc::new(Posthog::new(target)),
         DestinationKind::Segment => Arc::new(Segment::new(target)),

@@ -1,13 +1,15 @@
 //! The native format: `{"batch":[…],"sent_at":"…"}` (or one bare event when the
-//! batch size is 1) posted as JSON to the endpoint itself, gzipped from
-//! [`GZIP_THRESHOLD`] bytes; the design's status rules.
+//! batch size is 1) posted as JSON to the endpoint itself, gzipped from 1 KiB unless
+//! the destination's `compression` says otherwise; the design's status rules.
 
 use std::time::SystemTime;
 
 use reqwest::Url;
 
 use super::{Batch, ByteLimits, Destination, Encoded};
-use crate::delivery::{self, GZIP_THRESHOLD, Outcome};
+#[cfg(test)]
+use crate::delivery::GZIP_THRESHOLD;
+use crate::delivery::{self, Outcome};
 use crate::limits::Limits;
 
 /// The native format.
@@ -15,13 +17,16 @@ use crate::limits::Limits;
 pub(crate) struct Native {
     /// Send a lone event as a bare JSON object (batch size 1).
     bare: bool,
+    /// The configured compression; `None`: gzip from the threshold.
+    compression: Option<crate::Compression>,
 }
 
 impl Native {
     /// The native format under these limits.
-    pub fn new(limits: &Limits) -> Self {
+    pub fn new(limits: &Limits, compression: Option<crate::Compression>) -> Self {
         Native {
             bare: limits.batch_size == 1,
+            compression,
         }
     }
 }
@@ -33,19 +38,7 @@ impl Destination for Native {
 
     fn encode(&self, batch: &Batch<'_>) -> Encoded {
         let body = delivery::body(batch.payloads, self.bare, batch.sent_at);
-        let mut headers = vec![("content-type", "application/json".to_string())];
-        let body = if body.len() >= GZIP_THRESHOLD {
-            match delivery::gzip(body.as_bytes()) {
-                Ok(gz) => {
-                    headers.push(("content-encoding", "gzip".to_string()));
-                    gz
-                }
-                Err(_) => body.into_bytes(),
-            }
-        } else {
-            body.into_bytes()
-        };
-        Encoded { body, headers }
+        super::vendor::json_body(body, self.compression)
     }
 
     fn byte_limits(&self) -> ByteLimits {
@@ -67,10 +60,13 @@ mod tests {
     use super::*;
 
     fn native(batch_size: u32) -> Native {
-        Native::new(&Limits {
-            batch_size,
-            ..Limits::default()
-        })
+        Native::new(
+            &Limits {
+                batch_size,
+                ..Limits::default()
+            },
+            None,
+        )
     }
 
     fn enc(n: &Native, payloads: &[&str], sent_at: &str) -> Encoded {
@@ -128,6 +124,19 @@ mod tests {
             .read_to_string(&mut plain)
             .unwrap();
         assert_eq!(plain, format!(r#"{{"batch":[{big}],"sent_at":"t"}}"#));
+    }
+
+    #[test]
+    fn compression_none_sends_large_bodies_plain_and_gzip_compresses_small_ones() {
+        let big = format!(r#"{{"p":"{}"}}"#, "x".repeat(GZIP_THRESHOLD));
+        let limits = Limits::default();
+        let plain = Native::new(&limits, Some(crate::Compression::None));
+        assert_eq!(header(&enc(&plain, &[&big], "t"), "content-encoding"), None);
+        let always = Native::new(&limits, Some(crate::Compression::Gzip));
+        assert_eq!(
+            header(&enc(&always, &[r#"{"a":1}"#], "t"), "content-encoding"),
+            Some("gzip")
+        );
     }
 
     #[test]

@@ -166,7 +166,8 @@ pub(super) fn join(endpoint: &Url, suffix: &str) -> Url {
     url
 }
 
-/// A JSON body with its headers: gzipped from [`GZIP_THRESHOLD`] bytes by default,
+/// A JSON body with its headers (for every JSON format, native included): gzipped
+/// from [`GZIP_THRESHOLD`] bytes by default,
 /// always with `compression: gzip`, never with `none` (a receiver that does not
 /// take gzip, such as some self-hosted Segment-compatible servers).
 pub(super) fn json_body(body: String, compression: Option<Compression>) -> Encoded {
