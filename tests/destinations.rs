@@ -251,6 +251,12 @@ fn bad_destination_input_is_one_line_and_a_nonzero_exit_and_keeps_the_queue() {
         (vec!["config", "get", "colour"], vec![], "unknown"),
         (vec!["config", "get", "api_key"], vec![], "not set"),
         (vec!["config", "unset", "batch_size"], vec![], "not set"),
+        // A combination that could never send is refused when set, not at every flush.
+        (
+            vec!["config", "set", "api_key", "k_1234"],
+            vec![],
+            "takes no API key",
+        ),
     ];
     for (args, env, says) in cases {
         let mut cmd = spool(&dir).args(&args);
@@ -334,6 +340,13 @@ fn a_host_in_another_language_sets_defaults_that_never_override_the_user() {
             .ok();
     };
     host_sets();
+    assert_eq!(
+        spool(&dir)
+            .args(["config", "get", "batch_size"])
+            .ok()
+            .trim(),
+        "1"
+    );
     fill(&dir, 2);
     assert!(spool(&dir).args(["flush"]).ok().contains("sent 2"));
     assert_eq!(hosts.requests().len(), 2, "batch size 1: one request each");
@@ -361,4 +374,104 @@ fn a_host_in_another_language_sets_defaults_that_never_override_the_user() {
         ])
         .fails();
     assert!(err.contains("loopback"), "{err}");
+}
+
+#[test]
+fn flags_and_variables_combine_field_by_field() {
+    let (_t, dir) = temp();
+    let server = TestServer::answering(200);
+    fill(&dir, 2);
+    // The key from the variable, the kind and endpoint from the flags.
+    let out = spool(&dir)
+        .env("SPOOL_API_KEY", "phc_from_the_environment_0123")
+        .args([
+            "flush",
+            "--destination",
+            "posthog",
+            "--endpoint",
+            &server.origin(),
+        ])
+        .ok();
+    assert!(out.contains("sent 2"), "{out}");
+    let r = &server.requests()[0];
+    assert_eq!(r.path, "/batch/");
+    assert_eq!(r.body["api_key"], "phc_from_the_environment_0123");
+    // The endpoint from the variable, the kind from the flag.
+    fill(&dir, 1);
+    let out = spool(&dir)
+        .env("SPOOL_ENDPOINT", server.origin())
+        .args(["flush", "--destination", "otlp"])
+        .ok();
+    assert!(out.contains("sent 1"), "{out}");
+    assert_eq!(server.requests()[1].path, "/v1/logs");
+}
+
+#[test]
+fn no_secret_reaches_an_error_line_or_status() {
+    let (_t, dir) = temp();
+    fill(&dir, 1);
+    // curl's syntax instead of NAME=VALUE: the token must not be echoed.
+    for arg in [
+        "Authorization: Bearer sk-live-51Habc",
+        "Authorization: Bearer sk-live-51Habc==",
+    ] {
+        let err = spool(&dir)
+            .args([
+                "flush",
+                "--endpoint",
+                "http://127.0.0.1:9/",
+                "--header",
+                arg,
+            ])
+            .fails();
+        assert!(
+            err.to_lowercase().contains("authorization") && !err.contains("sk-live"),
+            "{err}"
+        );
+    }
+    // A credential misplaced among the destination's fields is not shown either.
+    let path = dir.join("config.json");
+    let mut v = config_json(&dir);
+    v["destination"] = serde_json::json!({
+        "kind": "native", "endpoint": "http://127.0.0.1:9/", "authorization": "Bearer sk-live-51Habc"
+    });
+    std::fs::write(&path, v.to_string()).unwrap();
+    for args in [vec!["status"], vec!["status", "--json"]] {
+        let out = spool(&dir).args(&args).ok();
+        assert!(!out.contains("sk-live"), "{args:?}: {out}");
+    }
+    let d = DestinationConfig::posthog("phc_abcdefghijklmnopqrstuvwxyz").header("x-k", "s3cr3t");
+    let shown = format!("{d:?}");
+    assert!(
+        !shown.contains("ghijkl") && !shown.contains("s3cr3t"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_library_host_ignores_the_spool_commands_variables() {
+    let (_t, dir) = temp();
+    let vars: std::collections::HashMap<&str, &str> = [
+        ("SPOOL_DESTINATION", "posthog"),
+        ("SPOOL_API_KEY", "phc_not_for_hosts"),
+        ("SPOOL_ENDPOINT", "https://elsewhere.example.com"),
+        ("SPOOL_SESSION_ID", "0193a5c2-7d1e-7cc4-9f3a-1b2c3d4e5f60"),
+        ("SPOOL_TOOL", "other@9.9.9"),
+    ]
+    .into_iter()
+    .collect();
+    let h = Spool::builder("desthost")
+        .dir(&dir)
+        .endpoint("https://telemetry.example.com/e")
+        .env(Arc::new(move |k| vars.get(k).map(|v| v.to_string())))
+        .build();
+    assert_eq!(h.destination().kind, DestinationKind::Native);
+    assert_eq!(
+        h.endpoint().as_deref(),
+        Some("https://telemetry.example.com/e")
+    );
+    h.try_track(Event::new("ran")).unwrap();
+    let p = &crate::util::queued(&dir)[0]["payload"];
+    assert_ne!(p["session_id"], "0193a5c2-7d1e-7cc4-9f3a-1b2c3d4e5f60");
+    assert!(p["context"].get("tool").is_none(), "{p}");
 }

@@ -71,6 +71,17 @@ fn a_bad_stdin_line_records_nothing_and_names_the_line() {
     );
     let err = spool(&dir).args(["track", "--stdin"]).input(big).fails();
     assert!(err.contains("none was recorded"), "{err}");
+    // More lines than the queue holds: refused, not evicting its own first lines.
+    let five = "{\"event\":\"ok\"}\n".repeat(5);
+    let err = spool(&dir)
+        .env("SPOOL_MAX_EVENTS", "3")
+        .args(["track", "--stdin"])
+        .input(five)
+        .fails();
+    assert!(
+        err.contains("max_events 3") && err.contains("none was recorded"),
+        "{err}"
+    );
     let q = queued(&dir);
     assert_eq!(q.len(), 1);
     assert_eq!(q[0]["event"], "kept");

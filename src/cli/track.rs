@@ -142,7 +142,17 @@ pub(super) fn run(spool: &Spool, args: TrackArgs, out: &mut dyn Write) -> anyhow
         if text.len() as u64 > MAX_STDIN_BYTES {
             bail!("stdin holds more than {MAX_STDIN_BYTES} bytes of events");
         }
-        parse_ndjson(&text)?
+        let events = parse_ndjson(&text)?;
+        // More than the queue holds would evict the batch's own first lines in the
+        // same commit, printing ids of events already gone.
+        let max = spool.limits().max_events;
+        if events.len() as u64 > max {
+            bail!(
+                "stdin holds {} events, more than the queue holds (max_events {max}); none was recorded",
+                events.len()
+            );
+        }
+        events
     } else {
         let name = args.event.as_deref().unwrap_or_default();
         crate::event::validate_name(name)?;

@@ -159,7 +159,7 @@ impl FromStr for Compression {
 ///     .build();
 /// assert_eq!(spool.endpoint().as_deref(), Some("https://eu.i.posthog.com"));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DestinationConfig {
     /// The wire format.
@@ -259,6 +259,8 @@ impl DestinationConfig {
         for v in d.headers.values_mut() {
             *v = "…".into();
         }
+        // Fields this version does not know may hold a misplaced credential.
+        d.other.clear();
         d
     }
 }
@@ -284,8 +286,22 @@ pub(crate) struct Overrides {
     pub headers: Vec<(String, String)>,
 }
 
+impl Overrides {
+    /// `self` (the environment's) with `top` (the flags) over it, field by field.
+    pub fn under(self, top: &Overrides) -> Overrides {
+        let mut headers = self.headers;
+        headers.extend(top.headers.iter().cloned());
+        Overrides {
+            kind: top.kind.or(self.kind),
+            endpoint: top.endpoint.clone().or(self.endpoint),
+            api_key: top.api_key.clone().or(self.api_key),
+            headers,
+        }
+    }
+}
+
 /// A destination resolved for sending: every field decided and checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Target {
     pub kind: DestinationKind,
     /// Checked by [`crate::delivery::check_endpoint`].
@@ -294,6 +310,36 @@ pub(crate) struct Target {
     pub headers: BTreeMap<String, String>,
     pub protocol: OtlpProtocol,
     pub compression: Option<Compression>,
+}
+
+// By hand, so that no `{:?}` of a target or a destination can log a key or a header
+// value.
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("kind", &self.kind)
+            .field("endpoint", &self.endpoint)
+            .field("api_key", &self.api_key.as_deref().map(redact_key))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("protocol", &self.protocol)
+            .field("compression", &self.compression)
+            .finish()
+    }
+}
+
+impl fmt::Debug for DestinationConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.redacted();
+        f.debug_struct("DestinationConfig")
+            .field("kind", &d.kind)
+            .field("endpoint", &d.endpoint)
+            .field("api_key", &d.api_key)
+            .field("headers", &d.headers.keys().collect::<Vec<_>>())
+            .field("protocol", &d.protocol)
+            .field("compression", &d.compression)
+            .field("set_by_user", &d.set_by_user)
+            .finish()
+    }
 }
 
 impl Target {
@@ -347,14 +393,8 @@ pub(crate) fn resolve(base: DestinationConfig, over: &Overrides) -> Result<Optio
 /// Checks a destination and decides its defaults: `Ok(None)` when no endpoint is
 /// known (the native kind without one).
 pub(crate) fn finish(d: DestinationConfig) -> Result<Option<Target>> {
-    let Some(endpoint) = d
-        .endpoint
-        .clone()
-        .or_else(|| d.kind.default_endpoint().map(str::to_string))
-    else {
-        return Ok(None);
-    };
-    crate::delivery::check_endpoint(&endpoint)?;
+    // Everything but the endpoint first: a native destination without one is not
+    // sent anywhere, yet a key or a header it holds must still be checked.
     let api_key = d.api_key.filter(|k| !k.is_empty());
     match (&api_key, d.kind.needs_api_key()) {
         (None, true) => {
@@ -381,6 +421,14 @@ pub(crate) fn finish(d: DestinationConfig) -> Result<Option<Target>> {
             Kind::Destination(format!("a protocol applies only to otlp, not {}", d.kind)).into(),
         );
     }
+    let Some(endpoint) = d
+        .endpoint
+        .clone()
+        .or_else(|| d.kind.default_endpoint().map(str::to_string))
+    else {
+        return Ok(None);
+    };
+    crate::delivery::check_endpoint(&endpoint)?;
     Ok(Some(Target {
         kind: d.kind,
         endpoint,
@@ -394,7 +442,10 @@ pub(crate) fn finish(d: DestinationConfig) -> Result<Option<Target>> {
 /// Checks one extra header: a valid HTTP name and value, and not one the format
 /// sets itself.
 pub(crate) fn check_header(name: &str, value: &str) -> Result<()> {
-    let bad = |why: String| Kind::Destination(format!("header {name:?}: {why}"));
+    // Named up to a `:` or a space only: `Authorization: Bearer x=y` must not put the
+    // token in an error line.
+    let shown = name.split([':', ' ']).next().unwrap_or_default();
+    let bad = |why: String| Kind::Destination(format!("header {shown:?}: {why}"));
     reqwest::header::HeaderName::from_bytes(name.as_bytes())
         .map_err(|_| bad("not a valid header name".into()))?;
     reqwest::header::HeaderValue::from_str(value)
@@ -411,9 +462,13 @@ pub(crate) fn check_header(name: &str, value: &str) -> Result<()> {
 /// Parses `NAME=VALUE` (from `--header`).
 #[cfg_attr(not(feature = "cli"), allow(dead_code))]
 pub(crate) fn parse_header(arg: &str) -> Result<(String, String)> {
-    let (name, value) = arg
-        .split_once('=')
-        .ok_or_else(|| Kind::Destination(format!("header {arg:?}: expected NAME=VALUE")))?;
+    // Never echo the argument: a curl-style `Authorization: Bearer …` holds a secret.
+    let (name, value) = arg.split_once('=').ok_or_else(|| {
+        let name = arg.split([':', ' ']).next().unwrap_or_default();
+        Kind::Destination(format!(
+            "header {name:?}: expected NAME=VALUE (the value is not shown)"
+        ))
+    })?;
     let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
     check_header(&name, &value)?;
     Ok((name, value))

@@ -305,8 +305,9 @@ impl Round {
                 }
                 match plan_answer(chunk, outcome) {
                     Step::Delivered(chunk) => {
-                        // A partial success, say: delivered, with something to tell.
-                        if why.is_some() {
+                        // A partial success, say: delivered, with something to tell; never
+                        // in place of an earlier batch's reason for a drop.
+                        if why.is_some() && self.report.reason.is_none() {
                             self.report.reason = why;
                         }
                         self.report.sent +=

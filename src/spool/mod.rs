@@ -382,11 +382,13 @@ impl Spool {
         explicit: Option<crate::DestinationConfig>,
         over: &crate::destination::Overrides,
     ) -> Result<Option<crate::destination::Target>> {
-        let base = match explicit {
-            Some(d) => d,
-            None => crate::destination::apply(self.destination(), &self.env_overrides()?),
+        let (base, over) = match explicit {
+            Some(d) => (d, over.clone()),
+            // Flags over variables field by field, then applied once: a flag naming
+            // another kind must not throw away `SPOOL_API_KEY` or `SPOOL_ENDPOINT`.
+            None => (self.destination(), self.env_overrides()?.under(over)),
         };
-        crate::destination::resolve(base, over)
+        crate::destination::resolve(base, &over)
     }
 
     /// What the user should be told that happened behind the scenes (a queue file

@@ -100,6 +100,23 @@ impl fmt::Display for ConfigKey {
     }
 }
 
+/// One limit of `limits` written as `spool config set` takes it.
+fn limit_text(l: &Limits, key: &str) -> String {
+    let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    match key {
+        "max_events" => l.max_events.to_string(),
+        "max_bytes" => l.max_bytes.to_string(),
+        "max_event_bytes" => l.max_event_bytes.to_string(),
+        "max_age" => d(l.max_age),
+        "max_attempts" => l.max_attempts.to_string(),
+        "batch_size" => l.batch_size.to_string(),
+        "backoff" => d(l.first_backoff),
+        "timeout" => d(l.request_timeout),
+        "flush_interval" => d(l.flush_interval),
+        _ => String::new(),
+    }
+}
+
 /// Applies the user's limits (`user_limits`, written by `spool config set`) over
 /// `limits`; a value that no longer parses is skipped with a debug line.
 pub(crate) fn with_user_limits(limits: Limits, settings: Option<&Settings>) -> Limits {
@@ -132,9 +149,14 @@ impl Spool {
                 crate::Compression::Gzip => "gzip".to_string(),
                 crate::Compression::None => "none".to_string(),
             }),
-            ConfigKey::Limit { key, .. } => self
-                .settings()
-                .and_then(|s| s.user_limits.get(key).cloned()),
+            ConfigKey::Limit { key, .. } => {
+                let settings = self.settings();
+                let user = settings
+                    .as_ref()
+                    .and_then(|s| s.user_limits.get(key).cloned());
+                // Else the host's own value, as persisted from its code or `set --host`.
+                user.or_else(|| settings.and_then(|s| s.limits).map(|l| limit_text(&l, key)))
+            }
         })
     }
 
@@ -217,9 +239,20 @@ impl Spool {
             ConfigKey::Compression => d.compression = Some(value.parse()?),
         }
         if for_host && d.set_by_user {
-            // The user's destination stands; the host's default waits until unset.
+            // The user's destination stands and the host's default is not kept: a
+            // host sets it again at each start, so after `unset destination` its next
+            // start puts it back.
             return Ok(false);
         }
+        // The destination as it would be sent, checked now, so a value that cannot
+        // work together with the others (a key for a kind that takes none) is refused
+        // instead of breaking every later flush. A vendor kind still waiting for its
+        // key is fine: that is the next `set`.
+        let mut probe = d.clone();
+        if probe.kind.needs_api_key() && probe.api_key.is_none() {
+            probe.api_key = Some("pending".into());
+        }
+        crate::destination::resolve(probe, &Default::default())?;
         d.set_by_user = !for_host;
         self.update_settings(|s| {
             s.destination = Some(d);
