@@ -127,14 +127,22 @@ impl Queue {
 /// Returns true if and only if `e` is what opening meets while another process
 /// renames a bad queue file aside or creates the fresh one.
 pub(super) fn racing_recovery(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(
-            rusqlite::ErrorCode::CannotOpen
-                | rusqlite::ErrorCode::DatabaseBusy
-                | rusqlite::ErrorCode::DatabaseLocked
+    // A file renamed aside by another process while this one had it open answers a
+    // write with SQLITE_READONLY_DBMOVED: the fresh queue is under the path now.
+    let moved = matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_READONLY_DBMOVED
+    );
+    moved
+        || matches!(
+            e.sqlite_error_code(),
+            Some(
+                rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+            )
         )
-    )
 }
 
 /// Why a queue file could not be used.
