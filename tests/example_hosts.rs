@@ -12,28 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{TestServer, clean_command, queued, refused_url, spool, spool_bin, tree};
-
-/// The job runner's published table: every field of its one event, and its JSON type.
-const JOB_FIELDS: [(&str, &str); 17] = [
-    ("tool", "string"),
-    ("trigger", "string"),
-    ("provider", "string"),
-    ("owner", "string"),
-    ("project", "string"),
-    ("package-manager", "string"),
-    ("multi-ecosystem-update", "boolean"),
-    ("id", "string"),
-    ("started", "string"),
-    ("duration", "number"),
-    ("success", "boolean"),
-    ("error.message", "string|null"),
-    ("host.platform", "string"),
-    ("host.release", "string"),
-    ("host.arch", "string"),
-    ("host.machine-hash", "string"),
-    ("host.docker-container", "boolean"),
-];
+use crate::util::{
+    JOB_FIELDS, TestServer, clean_command, queued, refused_url, spool, spool_bin, tree,
+};
 
 /// The dev tool's journey events and their key fields, as its table lists them.
 const JOURNEY_FIELDS: [(&str, &[(&str, &str)]); 5] = [

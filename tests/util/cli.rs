@@ -14,6 +14,28 @@ pub const JOB: [&str; 7] = [
     "cargo",
 ];
 
+/// The job runner's published table (`../shared/reference`): every field of its one
+/// event and its JSON type (`a|b`: either), for every job-runner host's tests.
+pub const JOB_FIELDS: [(&str, &str); 17] = [
+    ("tool", "string"),
+    ("trigger", "string"),
+    ("provider", "string"),
+    ("owner", "string"),
+    ("project", "string"),
+    ("package-manager", "string"),
+    ("multi-ecosystem-update", "boolean"),
+    ("id", "string"),
+    ("started", "string"),
+    ("duration", "number"),
+    ("success", "boolean"),
+    ("error.message", "string|null"),
+    ("host.platform", "string"),
+    ("host.release", "string"),
+    ("host.arch", "string"),
+    ("host.machine-hash", "string"),
+    ("host.docker-container", "boolean"),
+];
+
 /// Path of the `spool` binary under test.
 pub fn spool_bin() -> &'static str {
     env!("CARGO_BIN_EXE_spool")
