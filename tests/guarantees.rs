@@ -674,7 +674,12 @@ fn a_read_only_directory_drops_and_counts_events() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).unwrap();
 
     // The CLI: one clear line, non-zero exit.
-    let mut cli = crate::util::clean_command(std::path::Path::new(crate::util::spool_bin()));
+    let bin = std::path::Path::new(crate::util::spool_bin());
+    let bin = match uid {
+        Some(_) => crate::util::runnable_by_others(bin),
+        None => bin.to_path_buf(),
+    };
+    let mut cli = crate::util::clean_command(&bin);
     cli.arg("--dir").arg(&dir).args(["track", "e"]);
     crate::util::limit_child(&mut cli, None, uid);
     let out = cli.output().unwrap();

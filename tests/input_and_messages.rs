@@ -234,7 +234,8 @@ fn error_lines_name_a_permission_problem_once() {
     std::os::unix::fs::chown(t.path(), Some(65534), Some(65534)).unwrap();
     std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o000)).unwrap();
-    let mut cmd = crate::util::clean_command(std::path::Path::new(spool_bin()));
+    let bin = crate::util::runnable_by_others(std::path::Path::new(spool_bin()));
+    let mut cmd = crate::util::clean_command(&bin);
     cmd.arg("--dir").arg(&dir).args(["track", "e"]);
     crate::util::limit_child(&mut cmd, None, Some(65534));
     let out = cmd.output().unwrap();

@@ -85,7 +85,13 @@ pub fn child_writer(dir: &Path, max: usize) -> std::process::Child {
 /// `FAILURES <count>` at the end; optionally with its file size limit (RLIMIT_FSIZE)
 /// at `fsize` bytes, as on a full disk, and as another user (`uid`, when root).
 pub fn child_writer_fire(dir: &Path, n: usize, fsize: Option<u64>, uid: Option<u32>) -> Output {
-    let mut cmd = child_command(dir);
+    let exe = std::env::current_exe().expect("test binary");
+    let exe = if uid.is_some() {
+        runnable_by_others(&exe)
+    } else {
+        exe
+    };
+    let mut cmd = child_command_of(&exe, dir);
     cmd.env("EVENTSPOOL_TEST_WRITER_MAX", n.to_string())
         .env("EVENTSPOOL_TEST_WRITER_FIRE", "1");
     limit_child(&mut cmd, fsize, uid);
@@ -118,10 +124,41 @@ pub fn limit_child(cmd: &mut Command, fsize: Option<u64>, uid: Option<u32>) {
     }
 }
 
+/// `program`, at a path another user can execute: the clone may sit under a private
+/// directory (`mktemp -d` makes it 0700), which a child running as `nobody` cannot
+/// reach. Copied once per program into a world-readable temp directory when needed.
+pub fn runnable_by_others(program: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    static COPIES: std::sync::Mutex<Vec<(PathBuf, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let reachable = program
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
+    if reachable {
+        return program.to_path_buf();
+    }
+    let mut copies = COPIES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, copy)) = copies.iter().find(|(p, _)| p == program) {
+        return copy.clone();
+    }
+    let dir = std::env::temp_dir().join(format!("eventspool-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("shared test dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let copy = dir.join(program.file_name().expect("a file name"));
+    std::fs::copy(program, &copy).expect("copy the program");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    copies.push((program.to_path_buf(), copy.clone()));
+    copy
+}
+
 /// This test binary, re-run on [`child_writer_entry`] to write into `dir`.
 fn child_command(dir: &Path) -> Command {
-    let exe = std::env::current_exe().expect("test binary");
-    let mut cmd = clean_command(&exe);
+    child_command_of(&std::env::current_exe().expect("test binary"), dir)
+}
+
+/// [`child_command`] running `exe`, a copy of this test binary.
+fn child_command_of(exe: &Path, dir: &Path) -> Command {
+    let mut cmd = clean_command(exe);
     cmd.args([
         "--exact",
         "util::children::child_writer_entry",
