@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::flush::FlushOptions;
+use crate::flush::{FlushEnd, FlushOptions};
 use crate::spool::Spool;
 
 /// A flusher running on its own thread; see [`Spool::start_background_flusher`].
@@ -33,6 +33,27 @@ impl Drop for BackgroundFlusher {
         // Dropped without close: stop at once, no final flush, never wait.
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(Some(Instant::now()));
+        }
+    }
+}
+
+/// The last flush of a closing background flusher, by `end`. The round `close`
+/// abandoned may still hold the lease for a moment (it is given back once its last
+/// queue statement ends): a flush that finds this process's own lease waits for it
+/// instead of leaving the last events queued.
+async fn final_flush(spool: &Spool, end: Instant) {
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        // A tenth is left for winding down, so `close` sees the end in time.
+        let opts = FlushOptions::with_deadline(left.mul_f64(0.9));
+        match tokio::time::timeout(left, spool.flush(opts)).await {
+            Ok(Ok(r)) if matches!(r.end, FlushEnd::Busy { pid } if pid == std::process::id()) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => return,
         }
     }
 }
@@ -70,9 +91,8 @@ impl Spool {
                         }
                     }
                     let deadline = *stop_rx.borrow();
-                    if let Some(left) = deadline.map(|d| d.saturating_duration_since(Instant::now())).filter(|l| !l.is_zero()) {
-                        // A tenth is left for winding down, so `close` sees the end in time.
-                        let _ = tokio::time::timeout(left, spool.flush(FlushOptions::with_deadline(left.mul_f64(0.9)))).await;
+                    if let Some(end) = deadline {
+                        final_flush(&spool, end).await;
                     }
                 });
                 // An abandoned flush may leave a queue statement on the blocking pool,
