@@ -68,6 +68,7 @@ mod delivery;
 mod destination;
 mod error;
 mod event;
+mod fingerprint;
 mod flush;
 mod fsize;
 
@@ -99,6 +100,7 @@ pub use context::Context;
 pub use destination::{Compression, DestinationConfig, DestinationKind, OtlpProtocol};
 pub use error::{Error, Result};
 pub use event::{Event, Payload};
+pub use fingerprint::Fingerprint;
 pub use flush::{
     BackgroundFlusher, DEFAULT_DETACHED_LIFETIME, Detached, FlushEnd, FlushOptions, FlushReport,
     LastFlush, Progress, Skipped, detached_flush_hook,
