@@ -88,6 +88,10 @@ pub(crate) enum Kind {
     LostLease,
     #[error("could not start the flush: {0}")]
     Runtime(String),
+    #[error("{0}")]
+    Catalog(String),
+    #[error("refused by the catalog: {0}")]
+    Undeclared(crate::catalog::enforce::Refusal),
 }
 
 impl Error {
@@ -108,7 +112,22 @@ impl Error {
                 | Kind::Destination(_)
                 | Kind::UnknownId(_)
                 | Kind::AmbiguousId(_)
+                | Kind::Catalog(_)
+                | Kind::Undeclared(_)
         )
+    }
+
+    /// Returns true if and only if the spool's catalog refused the event: an event or
+    /// property it does not declare, a wrong type, a value outside an `enum`, or an
+    /// expired event. The message names the event and the field.
+    pub fn is_undeclared(&self) -> bool {
+        matches!(self.0, Kind::Undeclared(_))
+    }
+
+    /// Returns true if and only if a catalog could not be used: a file that is not a
+    /// valid catalog, or one for another app.
+    pub fn is_catalog_error(&self) -> bool {
+        matches!(self.0, Kind::Catalog(_))
     }
 
     /// Returns true if and only if the queue's storage failed: the disk or the queue

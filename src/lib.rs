@@ -58,6 +58,7 @@
 #![deny(unsafe_code)]
 
 mod app;
+mod catalog;
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "serve")]
@@ -95,6 +96,7 @@ pub mod fuzzing {
 }
 
 pub use app::validate_app_name;
+pub use catalog::{Catalog, Category, Date, DeclaredEvent, DeclaredProperty, Expiry, PropertyType};
 pub use consent::Consent;
 pub use context::Context;
 pub use destination::{Compression, DestinationConfig, DestinationKind, OtlpProtocol};

@@ -591,9 +591,17 @@ pub fn is_error_key(key: &str) -> bool {
     })
 }
 
-fn truncate_chars(s: &mut String, max: usize) {
-    if let Some((idx, _)) = s.char_indices().nth(max) {
+/// Cuts `s` to at most `max` characters, the ellipsis included: a string that was cut
+/// ends in `…`, so a reader sees it was. Error messages and a catalog's `max_length`
+/// are cut this way.
+pub(crate) fn truncate_chars(s: &mut String, max: usize) {
+    if s.char_indices().nth(max).is_some() {
+        let keep = max.saturating_sub(1);
+        let idx = s.char_indices().nth(keep).map_or(s.len(), |(i, _)| i);
         s.truncate(idx);
+        if max > 0 {
+            s.push('…');
+        }
     }
 }
 
@@ -1305,5 +1313,13 @@ mod tests {
         let mut s = "é".repeat(1500);
         truncate_chars(&mut s, MAX_ERROR_CHARS);
         assert_eq!(s.chars().count(), MAX_ERROR_CHARS);
+        assert!(s.ends_with("é…"), "a cut string ends in the ellipsis");
+        let mut exact = "é".repeat(MAX_ERROR_CHARS);
+        truncate_chars(&mut exact, MAX_ERROR_CHARS);
+        assert_eq!(
+            exact,
+            "é".repeat(MAX_ERROR_CHARS),
+            "one that fits is left alone"
+        );
     }
 }

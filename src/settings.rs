@@ -99,6 +99,10 @@ pub struct Settings {
     /// applied over the host's, below the environment's.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty", default)]
     pub user_limits: std::collections::BTreeMap<String, String>,
+    /// The catalog file the `spool` command reads for this app (`spool config set
+    /// catalog FILE`), as an absolute path.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub catalog: Option<String>,
     /// True once the host's first-use notice has been shown.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub notice_shown: bool,

@@ -65,6 +65,17 @@ pub struct Global {
         help = "Queue directory, instead of the app's (its <APP>_TELEMETRY_DIR, else its config directory)"
     )]
     pub dir: Option<PathBuf>,
+    /// The app's catalog file: what it declares it sends. `track` refuses anything it
+    /// does not declare and `schema` prints it as the page to publish. Else the one
+    /// `spool config set catalog FILE` keeps.
+    #[arg(
+        long,
+        global = true,
+        env = "SPOOL_CATALOG",
+        value_name = "FILE",
+        help = "The app's catalog file (what it declares it sends): track refuses anything it does not declare, schema prints it; else the one `config set catalog` keeps"
+    )]
+    pub catalog: Option<PathBuf>,
     /// Print no notices on stderr (errors are still printed)
     #[arg(short, long, global = true)]
     pub quiet: bool,
@@ -201,9 +212,42 @@ fn print_notes(spool: &Spool) {
 /// Listing and purging wait longer on their own.
 pub const CLI_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Builds the spool the global options name.
+/// Builds the spool the global options name, with the catalog they name (`--catalog`,
+/// `SPOOL_CATALOG`, else `config set catalog`) if it can be used.
 pub fn spool_for(global: &Global) -> Spool {
-    builder_for(global).build()
+    let b = builder_for(global);
+    with_catalog(b.clone(), global).unwrap_or_else(|_| b.build())
+}
+
+/// [`spool_for`], failing if the catalog named cannot be used (a file that is not a
+/// valid catalog, or one for another app): for the commands that use it.
+pub fn try_spool_for(global: &Global) -> crate::Result<Spool> {
+    with_catalog(builder_for(global), global)
+}
+
+/// Builds `b` with the catalog `global` names (`--catalog`/`SPOOL_CATALOG`, else the
+/// persisted `catalog` setting), if any.
+fn with_catalog(b: crate::SpoolBuilder, global: &Global) -> crate::Result<Spool> {
+    let path = match &global.catalog {
+        Some(path) => Some(path.clone()),
+        None => b
+            .clone()
+            .build()
+            .settings()
+            .and_then(|s| s.catalog)
+            .map(PathBuf::from),
+    };
+    match path {
+        Some(path) => b.catalog(crate::Catalog::from_file(path)?).try_build(),
+        None => b.try_build(),
+    }
+}
+
+/// Prints a catalog that cannot be used as one line, and returns exit code 2 (bad
+/// usage: nothing was read from the queue or written to it).
+fn catalog_error(e: crate::Error) -> ExitCode {
+    eprintln!("spool: error: {e}");
+    ExitCode::from(2)
 }
 
 fn builder_for(global: &Global) -> crate::SpoolBuilder {
@@ -218,7 +262,7 @@ fn builder_for(global: &Global) -> crate::SpoolBuilder {
 
 /// The spool `spool track` records with: the global options, plus the session and
 /// tool a host in another language passes on each call.
-fn track_spool(global: &Global, args: &track::TrackArgs) -> anyhow::Result<Spool> {
+fn track_builder(global: &Global, args: &track::TrackArgs) -> anyhow::Result<crate::SpoolBuilder> {
     let mut b = builder_for(global);
     if let Some(id) = &args.session_id {
         b = b.session_id(track::parse_session_id(id)?);
@@ -227,7 +271,7 @@ fn track_spool(global: &Global, args: &track::TrackArgs) -> anyhow::Result<Spool
         let (name, version) = track::parse_tool(tool)?;
         b = b.tool(&name, &version);
     }
-    Ok(b.build())
+    Ok(b)
 }
 
 /// The `spool` binary: parses arguments, runs, prints errors as one line, and
@@ -242,12 +286,22 @@ pub fn main() -> ExitCode {
         Command::Track(mut args) => {
             args.quiet |= cli.global.quiet;
             // The session and tool are the spool's own: built with them.
-            let spool = match track_spool(&cli.global, &args) {
-                Ok(spool) => spool,
+            let builder = match track_builder(&cli.global, &args) {
+                Ok(b) => b,
                 Err(e) => return report(Err(e)),
             };
-            (spool, Command::Track(args))
+            match with_catalog(builder, &cli.global) {
+                Ok(spool) => (spool, Command::Track(args)),
+                Err(e) => return catalog_error(e),
+            }
         }
+        // The page is the catalog's: a catalog that cannot be read is an error. The
+        // other commands (`disable` above all) work whatever state the catalog is in.
+        other @ Command::Telemetry(TelemetryCommand::Schema(_)) => match try_spool_for(&cli.global)
+        {
+            Ok(spool) => (spool, other),
+            Err(e) => return catalog_error(e),
+        },
         other => (spool_for(&cli.global), other),
     };
     // Not locked for the whole run: `spool serve` prints from worker threads.

@@ -60,6 +60,8 @@ pub(crate) enum Counter {
     Sent,
     /// Events dropped, by reason.
     Dropped(DropReason),
+    /// Events the catalog refused before they were queued (only the count is kept).
+    Undeclared,
 }
 
 impl Counter {
@@ -72,13 +74,16 @@ impl Counter {
             Counter::Dropped(DropReason::Attempts) => "dropped_attempts",
             Counter::Dropped(DropReason::Rejected) => "dropped_rejected",
             Counter::Dropped(DropReason::TooLarge) => "dropped_too_large",
+            Counter::Undeclared => "dropped_undeclared",
         }
     }
 
     /// The counter named `name`, if this version knows it.
     pub(crate) fn parse(name: &str) -> Option<Counter> {
-        if name == "sent" {
-            return Some(Counter::Sent);
+        match name {
+            "sent" => return Some(Counter::Sent),
+            "dropped_undeclared" => return Some(Counter::Undeclared),
+            _ => {}
         }
         DropReason::ALL
             .into_iter()
@@ -102,6 +107,15 @@ impl Queue {
     /// Reads a delivery state value.
     pub fn get_state(&self, key: &str) -> Result<Option<String>> {
         self.state(key).map_err(|e| self.err(e))
+    }
+
+    /// Adds `n` to `counter`, in a transaction of its own.
+    pub(crate) fn count(&self, counter: Counter, n: u64) -> Result<()> {
+        self.conn
+            .prepare_cached(ADD_COUNTER)
+            .and_then(|mut s| s.execute(params![counter.name(), n as i64]))
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// Writes (or with `None`, removes) a delivery state value.

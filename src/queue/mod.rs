@@ -83,6 +83,9 @@ pub struct QueueStats {
     pub dropped: BTreeMap<DropReason, u64>,
     /// Events delivered so far.
     pub sent: u64,
+    /// Events the catalog refused before they were queued, so far (`dropped_undeclared`):
+    /// only this count is kept, never what they held.
+    pub dropped_undeclared: u64,
     /// No delivery before this time (server backoff), unix milliseconds.
     #[serde(serialize_with = "crate::time::serialize_opt_rfc3339")]
     pub not_before: Option<i64>,
@@ -301,6 +304,7 @@ impl Queue {
                 .optional()?;
             let mut dropped = BTreeMap::new();
             let mut sent = 0;
+            let mut dropped_undeclared = 0;
             let mut st = self
                 .conn
                 .prepare_cached("SELECT name, value FROM counters")?;
@@ -311,6 +315,7 @@ impl Queue {
                         dropped.insert(reason, value.max(0) as u64);
                     }
                     Some(Counter::Sent) => sent = value.max(0) as u64,
+                    Some(Counter::Undeclared) => dropped_undeclared = value.max(0) as u64,
                     // A counter a newer version added: not ours to show.
                     None => {}
                 }
@@ -321,6 +326,7 @@ impl Queue {
                 oldest,
                 dropped,
                 sent,
+                dropped_undeclared,
                 not_before: self.state_i64("not_before")?,
                 last_flush: self
                     .state("last_flush")?

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use super::enforce::{CatalogState, Enforced, check_catalog_app};
 use super::{Clock, EnvLookup, Inner, Samples, Scope, Spool, State, nonempty};
 use crate::app::{default_dir, host_var, validate_app_name};
 use crate::event::Event;
@@ -27,6 +28,7 @@ pub struct SpoolBuilder {
     pub(super) scope: Scope,
     pub(super) clock: Clock,
     pub(super) env: EnvLookup,
+    pub(super) catalog: Option<crate::Catalog>,
 }
 
 impl SpoolBuilder {
@@ -155,6 +157,30 @@ impl SpoolBuilder {
         self
     }
 
+    /// Declares what this app sends (see [`crate::Catalog`]): recording then refuses
+    /// any event, property, type or value the catalog does not declare, and
+    /// `telemetry schema` prints the catalog as the page to publish. A catalog that is
+    /// not valid, or is for another app, makes [`SpoolBuilder::try_build`] fail; a
+    /// spool built from it with [`SpoolBuilder::build`] records nothing.
+    ///
+    /// ```
+    /// use eventspool::{Catalog, DeclaredEvent, DeclaredProperty, Event, Spool};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let catalog = Catalog::new("mytool").event(
+    ///     DeclaredEvent::usage("cli_invoked", "A command started.")
+    ///         .property(DeclaredProperty::one_of("command", ["build", "test"], "Which command")),
+    /// );
+    /// let spool = Spool::builder("mytool").dir(dir.path()).catalog(catalog).try_build().unwrap();
+    /// assert!(spool.try_track(Event::new("cli_invoked").property("command", "build")).is_ok());
+    /// let refused = spool.try_track(Event::new("cli_invoked").property("cwd", "/srv")).unwrap_err();
+    /// assert!(refused.is_undeclared());
+    /// assert_eq!(refused.to_string(), "refused by the catalog: cli_invoked.cwd: not declared in the catalog");
+    /// ```
+    pub fn catalog(mut self, catalog: crate::Catalog) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
     /// How long recording may wait for the queue's write lock (default 200 ms).
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
@@ -168,11 +194,32 @@ impl SpoolBuilder {
         self
     }
 
+    /// [`SpoolBuilder::build`], failing instead if the app name is invalid (see
+    /// [`crate::validate_app_name`]) or the catalog is not valid or is for another
+    /// app. Reads and writes nothing either.
+    pub fn try_build(self) -> crate::Result<Spool> {
+        validate_app_name(&self.app)?;
+        if let Some(c) = &self.catalog {
+            c.validate()?;
+            check_catalog_app(c, &self.app)?;
+        }
+        Ok(self.build())
+    }
+
     /// Finishes the builder. Nothing is read or written until the first call that
     /// needs it, so building is free and never fails. With an invalid app name (see
     /// [`crate::validate_app_name`]) the spool records nothing and writes nothing
-    /// anywhere; its `try_` calls say why.
+    /// anywhere; its `try_` calls say why. So with a catalog that is not valid or is
+    /// for another app ([`SpoolBuilder::try_build`] says which): nothing undeclared
+    /// can be recorded, so nothing is.
     pub fn build(self) -> Spool {
+        let catalog = match self.catalog {
+            None => CatalogState::None,
+            Some(c) => match c.validate().and_then(|()| check_catalog_app(&c, &self.app)) {
+                Ok(()) => CatalogState::Ready(Arc::new(Enforced::new(c))),
+                Err(e) => CatalogState::Invalid(e.to_string()),
+            },
+        };
         let dir = if validate_app_name(&self.app).is_err() {
             None
         } else {
@@ -201,6 +248,7 @@ impl SpoolBuilder {
                 env: self.env,
                 samples: self.samples,
                 annotations: self.annotations,
+                catalog,
                 state: Mutex::new(State::default()),
                 context: OnceLock::new(),
                 // UUIDv7: PostHog counts only v7 session ids, and every receiver can sort by them.

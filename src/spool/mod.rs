@@ -25,6 +25,7 @@ use crate::settings::Settings;
 use crate::time::now_ms;
 
 mod builder;
+mod enforce;
 mod gate;
 mod record;
 mod settings_cache;
@@ -112,6 +113,7 @@ pub(crate) struct Inner {
     env: EnvLookup,
     samples: Option<Samples>,
     annotations: crate::schema::Annotations,
+    catalog: enforce::CatalogState,
     state: Mutex<State>,
     context: OnceLock<Box<RawValue>>,
     session_id: String,
@@ -187,6 +189,7 @@ impl Spool {
             annotations: Default::default(),
             clock: Arc::new(now_ms),
             env: Arc::new(|k| std::env::var(k).ok()),
+            catalog: None,
         }
     }
 
@@ -522,12 +525,22 @@ impl Inner {
         })
     }
 
+    /// Scrubs an event's properties; with a catalog, its `enum`s are kept as declared
+    /// and strings with a `max_length` cut to it after scrubbing.
     fn scrub(
         &self,
+        event: &str,
         mut props: Map<String, Value>,
         raw_keys: &std::collections::BTreeSet<String>,
     ) -> Map<String, Value> {
-        crate::privacy::current_user().scrub_properties(&mut props, |k| raw_keys.contains(k));
+        let declared = self.catalog.rules().and_then(|r| r.event(event));
+        let enums = declared.map(|d| d.nested_enums(&props)).unwrap_or_default();
+        crate::privacy::current_user().scrub_properties(&mut props, |k| {
+            raw_keys.contains(k) || declared.is_some_and(|d| d.is_raw(k))
+        });
+        if let Some(d) = declared {
+            d.finish(&mut props, enums);
+        }
         props
     }
 

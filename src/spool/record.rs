@@ -50,8 +50,15 @@ impl Spool {
     }
 
     /// Records several events in one transaction, fire-and-forget like [`Spool::track`].
+    /// An event the catalog refuses is dropped (and counted); the others are recorded.
     pub fn track_batch(&self, events: Vec<Event>) {
-        self.swallow(|| self.try_track_batch(events).map(|_| ()));
+        self.swallow(|| {
+            let events = self.without_undeclared(events);
+            if events.is_empty() {
+                return Ok(());
+            }
+            self.try_track_batch(events).map(|_| ())
+        });
     }
 
     fn swallow(&self, f: impl FnOnce() -> Result<()>) {
@@ -78,12 +85,15 @@ impl Spool {
         Ok(out.pop().unwrap_or(Recorded::Disabled))
     }
 
-    /// Records several events in one transaction; all or none are queued.
+    /// Records several events in one transaction; all or none are queued. With a
+    /// catalog, one event it refuses refuses the batch (each refused event counted).
     pub fn try_track_batch(&self, events: Vec<Event>) -> Result<Vec<Recorded>> {
         validate_app_name(&self.inner.app)?;
         for e in &events {
             validate_name(e.name())?;
         }
+        // Before anything touches disk: a refused event's content is never written.
+        self.enforce_catalog(&events)?;
         let inner = &self.inner;
         let result = self.with_state(|st, inner_ref| {
             let persisted = inner_ref.persisted_choice(st);
@@ -126,7 +136,7 @@ impl Spool {
                     drop_flat(props);
                     return Err(e);
                 }
-                let properties = inner.scrub(props, &raw_keys);
+                let properties = inner.scrub(&name, props, &raw_keys);
                 // Field for field the public `Payload`, with the parts that are the same
                 // for every event borrowed (the context serialized once per process).
                 let p = PayloadRef {

@@ -42,6 +42,9 @@ pub enum ConfigKey {
     Protocol,
     /// Body compression, `gzip` or `none`.
     Compression,
+    /// The catalog file the `spool` command reads for this app (checked when set,
+    /// kept as an absolute path).
+    Catalog,
     /// A limit by name (`max_events`, `batch_size`, `max_age`, …), with the
     /// variable that overrides it.
     Limit {
@@ -62,6 +65,7 @@ impl FromStr for ConfigKey {
             "api_key" => ConfigKey::ApiKey,
             "protocol" => ConfigKey::Protocol,
             "compression" => ConfigKey::Compression,
+            "catalog" => ConfigKey::Catalog,
             _ => {
                 if let Some(name) = s.strip_prefix("header.").filter(|n| !n.is_empty()) {
                     return Ok(ConfigKey::Header(name.to_ascii_lowercase()));
@@ -74,7 +78,7 @@ impl FromStr for ConfigKey {
                             name: "config key".into(),
                             value: s.into(),
                             why: format!(
-                                "unknown; expected destination, endpoint, api_key, header.NAME, protocol, compression, or a limit ({})",
+                                "unknown; expected destination, endpoint, api_key, header.NAME, protocol, compression, catalog, or a limit ({})",
                                 limits.join(", ")
                             ),
                         }
@@ -95,6 +99,7 @@ impl fmt::Display for ConfigKey {
             ConfigKey::Header(n) => write!(f, "header.{n}"),
             ConfigKey::Protocol => f.write_str("protocol"),
             ConfigKey::Compression => f.write_str("compression"),
+            ConfigKey::Catalog => f.write_str("catalog"),
             ConfigKey::Limit { key, .. } => f.write_str(key),
         }
     }
@@ -149,6 +154,7 @@ impl Spool {
                 crate::Compression::Gzip => "gzip".to_string(),
                 crate::Compression::None => "none".to_string(),
             }),
+            ConfigKey::Catalog => self.settings().and_then(|s| s.catalog),
             ConfigKey::Limit { key, .. } => {
                 let settings = self.settings();
                 let user = settings
@@ -188,6 +194,20 @@ impl Spool {
         let settings = self.settings();
         let mut d = self.destination();
         match &key {
+            ConfigKey::Catalog => {
+                // Checked now, so a typo is refused here rather than failing every
+                // later `spool track`; absolute, so it holds from any directory.
+                let path = std::path::absolute(value).map_err(|e| Kind::Setting {
+                    name: "catalog".into(),
+                    value: value.into(),
+                    why: e.to_string(),
+                })?;
+                let catalog = crate::Catalog::from_file(&path)?;
+                super::enforce::check_catalog_app(&catalog, self.app())?;
+                let path = path.to_string_lossy().into_owned();
+                self.update_settings(|s| s.catalog = Some(path))?;
+                return Ok(true);
+            }
             ConfigKey::Limit { key, var } => {
                 // The same parser as the variable's, so both accept the same text.
                 let host_limits = settings
@@ -277,6 +297,7 @@ impl Spool {
         }
         let mut d = self.destination();
         self.update_settings(|s| match key {
+            ConfigKey::Catalog => s.catalog = None,
             ConfigKey::Limit { key, .. } => {
                 s.user_limits.remove(key);
             }
@@ -290,7 +311,7 @@ impl Spool {
                     }
                     ConfigKey::Protocol => d.protocol = None,
                     ConfigKey::Compression => d.compression = None,
-                    ConfigKey::Destination | ConfigKey::Limit { .. } => {}
+                    ConfigKey::Destination | ConfigKey::Limit { .. } | ConfigKey::Catalog => {}
                 }
                 d.set_by_user = true;
                 s.destination = Some(d);
@@ -314,6 +335,7 @@ mod tests {
             "header.authorization",
             "protocol",
             "compression",
+            "catalog",
             "max_age",
             "batch_size",
         ] {

@@ -1,0 +1,142 @@
+//! The spool's catalog: held compiled, asked before any event is recorded, and every
+//! refusal counted (the count only) in the queue as `dropped_undeclared`.
+
+use std::sync::Arc;
+
+use super::{Inner, Spool};
+use crate::Catalog;
+use crate::catalog::enforce::{Refusal, Rules};
+use crate::consent::Persisted;
+use crate::error::{Kind, Result};
+use crate::event::Event;
+use crate::queue::Counter;
+
+/// A validated catalog and its compiled rules.
+pub(crate) struct Enforced {
+    pub(crate) catalog: Catalog,
+    pub(crate) rules: Rules,
+}
+
+impl Enforced {
+    pub(crate) fn new(catalog: Catalog) -> Enforced {
+        let rules = Rules::new(&catalog);
+        Enforced { catalog, rules }
+    }
+}
+
+/// Whether a spool has a catalog.
+#[derive(Default)]
+pub(crate) enum CatalogState {
+    /// None: recording is as without one.
+    #[default]
+    None,
+    /// One, enforced.
+    Ready(Arc<Enforced>),
+    /// One that could not be used (why): every event is refused, so nothing the host
+    /// meant to restrict slips through.
+    Invalid(String),
+}
+
+impl CatalogState {
+    pub(crate) fn rules(&self) -> Option<&Rules> {
+        match self {
+            CatalogState::Ready(e) => Some(&e.rules),
+            _ => None,
+        }
+    }
+}
+
+/// An error unless `catalog` is for `app`.
+pub(crate) fn check_catalog_app(catalog: &Catalog, app: &str) -> Result<()> {
+    if catalog.app == app {
+        return Ok(());
+    }
+    Err(Kind::Catalog(format!(
+        "catalog: it is for app {:?}, and this is {app:?}",
+        catalog.app
+    ))
+    .into())
+}
+
+impl Spool {
+    /// The catalog this spool enforces and publishes, if it has one (given to
+    /// [`SpoolBuilder::catalog`](crate::SpoolBuilder::catalog); for the `spool`
+    /// command, `--catalog`, `SPOOL_CATALOG` or `spool config set catalog`). `None`
+    /// too when the one given could not be used (then nothing is recorded).
+    pub fn catalog(&self) -> Option<&Catalog> {
+        match &self.inner.catalog {
+            CatalogState::Ready(e) => Some(&e.catalog),
+            _ => None,
+        }
+    }
+
+    /// Checks `events` against the catalog, if there is one; on a refusal, counts
+    /// every refused event and returns the first.
+    pub(super) fn enforce_catalog(&self, events: &[Event]) -> Result<()> {
+        let rules = match &self.inner.catalog {
+            CatalogState::None => return Ok(()),
+            CatalogState::Invalid(why) => return Err(Kind::Catalog(why.clone()).into()),
+            CatalogState::Ready(e) => &e.rules,
+        };
+        let now = self.inner.now();
+        let refused: Vec<Refusal> = events
+            .iter()
+            .filter_map(|e| rules.check(e.name(), e.properties_map(), now).err())
+            .collect();
+        let Some(first) = refused.first().cloned() else {
+            return Ok(());
+        };
+        self.count_undeclared(&refused);
+        Err(Kind::Undeclared(first).into())
+    }
+
+    /// `events` without those the catalog refuses, which are counted (for
+    /// [`Spool::track_batch`], which drops only those).
+    pub(super) fn without_undeclared(&self, events: Vec<Event>) -> Vec<Event> {
+        let CatalogState::Ready(e) = &self.inner.catalog else {
+            return events;
+        };
+        let now = self.inner.now();
+        let mut refused = Vec::new();
+        let kept = events
+            .into_iter()
+            .filter(
+                |ev| match e.rules.check(ev.name(), ev.properties_map(), now) {
+                    Ok(()) => true,
+                    Err(r) => {
+                        refused.push(r);
+                        false
+                    }
+                },
+            )
+            .collect();
+        if !refused.is_empty() {
+            self.count_undeclared(&refused);
+        }
+        kept
+    }
+
+    /// Adds the refusals to `dropped_undeclared` in the queue, or in debug mode says
+    /// why on stderr instead. Nothing is written while telemetry is off; a failure to
+    /// count is ignored (the refusal itself stands).
+    fn count_undeclared(&self, refused: &[Refusal]) {
+        let inner: &Inner = &self.inner;
+        if inner.debug_mode() {
+            for r in refused {
+                eprintln!("{}: telemetry: refused by the catalog: {r}", inner.app);
+            }
+            return;
+        }
+        let _ = self.with_state(|st, inner| {
+            let persisted = inner.persisted_choice(st);
+            if matches!(persisted, Persisted::Unreadable(_))
+                || !inner.consent_with(&persisted).enabled
+            {
+                return Ok(());
+            }
+            inner
+                .queue(st)?
+                .count(Counter::Undeclared, refused.len() as u64)
+        });
+    }
+}
