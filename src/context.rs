@@ -30,13 +30,22 @@ pub struct Context {
 impl Context {
     /// Detects the context of this process for `app`.
     pub fn detect(app: &str, tool: Option<String>) -> Self {
+        Self::detect_salted(app, tool, None)
+    }
+
+    /// [`Context::detect`] with the install's machine salt (hex, from `config.json`)
+    /// in the machine hash's key, once a deletion request re-keyed it.
+    pub(crate) fn detect_salted(app: &str, tool: Option<String>, salt: Option<&str>) -> Self {
         let hostname = gethostname::gethostname().to_string_lossy().into_owned();
         Context {
             tool,
             os: std::env::consts::OS.to_string(),
             os_release: os_release(),
             arch: std::env::consts::ARCH.to_string(),
-            machine_hash: machine_hash(app, &hostname),
+            machine_hash: match salt {
+                None => machine_hash(app, &hostname),
+                Some(salt) => salted_machine_hash(app, &hostname, Some(salt.as_bytes())),
+            },
             docker: in_container(),
             ci: in_ci(|k| {
                 std::env::var_os(k).is_some_and(|v| {

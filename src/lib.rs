@@ -35,7 +35,9 @@
 //! - recording: [`Spool::builder`], [`Spool::track`] / [`Spool::try_track`] /
 //!   [`Spool::track_batch`], the [`Event`] and the [`Payload`] sent;
 //! - consent: [`Consent`] (the opt-out rules and which one decided), [`Spool::enable`],
-//!   [`Spool::disable`];
+//!   [`Spool::disable`]; [`ConsentPolicy`] (`opt_out` or `opt_in`) and the prompt
+//!   [`Spool::ask_consent`] ([`Decision`]); a deletion request on opt-out
+//!   ([`SpoolBuilder::deletion_request`]);
 //! - inspection: [`Spool::list`], [`Spool::status`] ([`Status`], [`QueueStats`]);
 //! - limits and settings: [`Limits`] (with their environment overrides), [`Settings`]
 //!   (`config.json`, read-only: a host keeps its own small state with
@@ -65,6 +67,7 @@ pub mod cli;
 pub mod collector;
 mod consent;
 mod context;
+mod deletion;
 mod delivery;
 mod destination;
 mod error;
@@ -76,6 +79,7 @@ mod fsize;
 mod limits;
 mod notice;
 mod privacy;
+mod prompt;
 mod queue;
 mod schema;
 mod settings;
@@ -97,7 +101,7 @@ pub mod fuzzing {
 
 pub use app::validate_app_name;
 pub use catalog::{Catalog, Category, Date, DeclaredEvent, DeclaredProperty, Expiry, PropertyType};
-pub use consent::Consent;
+pub use consent::{Consent, ConsentPolicy, Decision};
 pub use context::Context;
 pub use destination::{Compression, DestinationConfig, DestinationKind, OtlpProtocol};
 pub use error::{Error, Result};

@@ -5,7 +5,8 @@ use std::io::{IsTerminal, Write};
 use crate::spool::Spool;
 
 impl Spool {
-    /// Prints `text` to stderr once per install, and returns true if it did.
+    /// Prints `text` to stderr once per install (and again when the catalog adds to
+    /// what it was last shown for), and returns true if it did.
     ///
     /// Never when telemetry is off, in debug mode or under CI, and never unless both
     /// stdout and stderr are terminals: a host whose output is being parsed (JSON on
@@ -23,10 +24,27 @@ impl Spool {
         if !interactive || !self.consent().enabled || crate::consent::debug_mode(self.app()) {
             return false;
         }
-        if self.settings().is_some_and(|s| s.notice_shown) {
+        // Once per fingerprint: shown again only when the catalog adds to what the
+        // notice was last shown for (a removal or a rewording is no reason).
+        let current = self.catalog_fingerprint();
+        let due = |s: &crate::Settings| {
+            let empty = crate::Fingerprint::default();
+            !s.notice_shown
+                || !current
+                    .additions(s.notice_fingerprint.as_ref().unwrap_or(&empty))
+                    .is_empty()
+        };
+        if !self.settings().as_ref().is_none_or(due) {
             return false;
         }
-        if self.update_settings(|s| s.notice_shown = true).is_err() {
+        let stored = current.clone();
+        if self
+            .update_settings(|s| {
+                s.notice_shown = true;
+                s.notice_fingerprint = Some(stored);
+            })
+            .is_err()
+        {
             return false;
         }
         writeln!(out, "{text}").is_ok()

@@ -75,9 +75,32 @@ pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<fs::File> {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Settings {
-    /// The consent choice: `false` after `spool disable`.
+    /// The consent choice: `false` after `spool disable`; absent until the user
+    /// decided.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub telemetry: Option<bool>,
+    /// When the user decided (`telemetry`), RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub telemetry_decided_at: Option<String>,
+    /// The catalog fingerprint the user decided on: a later catalog that adds to it
+    /// asks an opt-in user again.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub telemetry_fingerprint: Option<crate::Fingerprint>,
+    /// What a spool does when nobody decided: `opt_out` or `opt_in`, as the host
+    /// configured it (in code, or `spool config set consent_policy`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub consent_policy: Option<crate::ConsentPolicy>,
+    /// Whether an opt-out sends one deletion request for the data already sent.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deletion_request: Option<bool>,
+    /// True while a deletion request may wait in the queue: the one thing an
+    /// opted-out spool still sends, looked for only when this is set.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub deletion_request_pending: bool,
+    /// The install's random salt (hex) in the machine hash's key, set when a
+    /// deletion request re-keys it, so later data cannot be joined to earlier data.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub machine_salt: Option<String>,
     /// Random per install; sent with every event.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub anonymous_id: Option<String>,
@@ -106,6 +129,10 @@ pub struct Settings {
     /// True once the host's first-use notice has been shown.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub notice_shown: bool,
+    /// The catalog fingerprint the notice was last shown for: shown again when the
+    /// catalog adds to it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub notice_fingerprint: Option<crate::Fingerprint>,
     /// Small state the host keeps for itself ([`crate::Spool::set_host_value`]).
     #[serde(skip_serializing_if = "Map::is_empty", default)]
     pub host: Map<String, Value>,

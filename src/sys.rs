@@ -189,3 +189,132 @@ pub(crate) fn exit_now() -> ! {
     #[cfg(not(unix))]
     std::process::exit(0)
 }
+
+/// What [`read_answer`] got from stdin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// A line, without its line ending.
+    Line(String),
+    /// End of input (Ctrl-D at a terminal, a closed pipe) or a read error.
+    Eof,
+    /// Ctrl-C (SIGINT) while waiting.
+    Interrupted,
+}
+
+/// Set by the prompt's SIGINT handler.
+#[cfg(unix)]
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+#[cfg(unix)]
+extern "C" fn on_interrupt(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The handler the host had for SIGINT, put back when this is dropped, so the host's
+/// own Ctrl-C handling (its handler, `SIG_IGN`, or the default) is what it was.
+#[cfg(unix)]
+struct SigintGuard {
+    old: libc::sigaction,
+}
+
+#[cfg(unix)]
+impl SigintGuard {
+    fn install() -> Option<SigintGuard> {
+        INTERRUPTED.store(false, std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: both structs are zeroed plain data, then filled; the handler only
+        // stores to an atomic. No SA_RESTART: a read in progress returns EINTR.
+        unsafe {
+            let mut new: libc::sigaction = std::mem::zeroed();
+            new.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut new.sa_mask);
+            new.sa_flags = 0;
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGINT, &new, &mut old) != 0 {
+                return None;
+            }
+            Some(SigintGuard { old })
+        }
+    }
+}
+
+#[cfg(unix)]
+impl Drop for SigintGuard {
+    fn drop(&mut self) {
+        // SAFETY: restores exactly the action sigaction returned.
+        unsafe {
+            libc::sigaction(libc::SIGINT, &self.old, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Reads one line of an answer from stdin, at most 1 KiB, returning
+/// [`Answer::Interrupted`] if Ctrl-C is pressed meanwhile. The terminal's mode is never
+/// changed (it stays in cooked mode, so the line is edited and echoed as usual), and
+/// the host's SIGINT disposition is restored before this returns. SIGINT may be
+/// delivered to any of the host's threads: stdin is polled in short steps and the
+/// handler's flag checked between them.
+pub(crate) fn read_answer() -> Answer {
+    #[cfg(unix)]
+    {
+        use std::sync::atomic::Ordering;
+        let guard = SigintGuard::install();
+        let mut line = Vec::new();
+        let answer = loop {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                break Answer::Interrupted;
+            }
+            let mut pfd = libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let ready = unsafe { libc::poll(&mut pfd, 1, 100) };
+            if ready < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break Answer::Eof;
+            }
+            if ready == 0 {
+                continue;
+            }
+            let mut byte = 0u8;
+            // SAFETY: reads at most one byte into a valid one-byte buffer. One byte at
+            // a time: nothing past the answer's line is taken from the host's stdin.
+            let n = unsafe { libc::read(0, (&mut byte as *mut u8).cast(), 1) };
+            if n < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break Answer::Eof;
+            }
+            if n == 0 {
+                break if line.is_empty() {
+                    Answer::Eof
+                } else {
+                    Answer::Line(String::from_utf8_lossy(&line).into_owned())
+                };
+            }
+            if byte == b'\n' || line.len() >= 1024 {
+                break Answer::Line(
+                    String::from_utf8_lossy(&line)
+                        .trim_end_matches('\r')
+                        .to_string(),
+                );
+            }
+            line.push(byte);
+        };
+        drop(guard);
+        answer
+    }
+    #[cfg(not(unix))]
+    {
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) | Err(_) => Answer::Eof,
+            Ok(_) => Answer::Line(line.trim_end_matches(['\r', '\n']).to_string()),
+        }
+    }
+}

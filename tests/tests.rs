@@ -5,6 +5,12 @@
 //! - `recording`: track → list → show → clear through the binary; bad input; privacy canary;
 //!   scrubbed keys, refused event names, user names without USER
 //! - `consent`: every opt-out rule leaves no file behind; debug mode
+//! - `consent_prompt`: `opt_in` records nothing until yes; `spool consent ask` on a real
+//!   pseudo-terminal (Enter, `n`, EOF, Ctrl-C, a host's SIGINT handler), never without a
+//!   terminal or under CI; the notice under `opt_out`; catalog changes that ask again
+//! - `deletion_request`: one request after `disable`, delivered once across failures and
+//!   restarts, kept by `clear`, held by an environment opt-out, at most one pending; a
+//!   new anonymous id and machine hash
 //! - `queue_storage`: caps, permissions, corrupt-file recovery, concurrent writers
 //! - `destinations`: choosing one in code, in `config.json` (`spool config`), by flag
 //!   and variable; the user's choice beats the host's; status hides keys
@@ -47,6 +53,8 @@
 mod util;
 
 mod consent;
+mod consent_prompt;
+mod deletion_request;
 mod delivery;
 mod destinations;
 mod destinations_otlp;

@@ -16,5 +16,11 @@ pub(super) fn run(spool: &Spool, args: JsonArg, out: &mut dyn Write) -> anyhow::
         "Removed {n} queued event{}.",
         if n == 1 { "" } else { "s" }
     )?;
+    if spool.deletion_request_pending() {
+        writeln!(
+            out,
+            "Kept the pending deletion request: it asks the receiver to erase what it holds, and is sent even while telemetry is off."
+        )?;
+    }
     Ok(())
 }

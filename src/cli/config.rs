@@ -19,7 +19,7 @@ pub struct ConfigArgs {
 pub enum ConfigAction {
     /// Print a setting's value (exit 1 if it has none)
     Get {
-        /// destination, endpoint, api_key, header.NAME, protocol, compression, catalog, or a limit (max_events, max_bytes, max_event_bytes, max_age, max_attempts, batch_size, backoff, timeout, flush_interval)
+        /// destination, endpoint, api_key, header.NAME, protocol, compression, catalog, consent_policy (opt_out or opt_in), deletion_request (true or false), or a limit (max_events, max_bytes, max_event_bytes, max_age, max_attempts, batch_size, backoff, timeout, flush_interval)
         key: String,
         /// Print {"key": …, "value": … or null} and exit 0 either way
         #[arg(long)]

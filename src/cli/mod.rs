@@ -166,6 +166,8 @@ pub enum TelemetryCommand {
     Enable(JsonArg),
     /// Turn telemetry off (persisted) and purge the queue
     Disable(JsonArg),
+    /// Ask for consent at a terminal (`ask`), or print the decision (`status`)
+    Consent(consent::ConsentArgs),
     /// Print every field this app sends, as a Markdown table (or JSON)
     Schema(schema::SchemaArgs),
     /// Read or change a persisted setting (destination, endpoint, api_key, limits, …)
@@ -183,6 +185,7 @@ impl TelemetryCommand {
             TelemetryCommand::Flush(args) => flush::run(spool, args, out),
             TelemetryCommand::Enable(args) => consent::enable(spool, args, out),
             TelemetryCommand::Disable(args) => consent::disable(spool, args, out),
+            TelemetryCommand::Consent(args) => consent::consent(spool, args, out),
             TelemetryCommand::Schema(args) => schema::run(spool, args, out),
             TelemetryCommand::Config(args) => config::run(spool, args, out),
         };

@@ -30,6 +30,13 @@ pub(super) fn run(spool: &Spool, args: StatusArgs, out: &mut dyn Write) -> anyho
         "disabled"
     };
     writeln!(out, "telemetry:  {on} ({})", s.consent.reason)?;
+    writeln!(
+        out,
+        "consent:    {} (policy {}; deletion request on opt-out: {})",
+        s.consent.decision,
+        s.consent.policy,
+        if s.deletion_request { "on" } else { "off" }
+    )?;
     if s.debug {
         writeln!(
             out,

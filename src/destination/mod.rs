@@ -75,6 +75,13 @@ pub(crate) trait Destination: Send + Sync {
         payload.len()
     }
 
+    /// True if a deletion request is sent to this format as an ordinary event named
+    /// `deletion_request` with the ids in its properties (the vendor formats, which
+    /// have no message of their own for it); false if it is sent as stored.
+    fn deletion_request_as_event(&self) -> bool {
+        true
+    }
+
     /// The byte bounds the flusher cuts batches to before sending.
     fn byte_limits(&self) -> ByteLimits;
 

@@ -36,6 +36,10 @@ impl Destination for Native {
         endpoint.clone()
     }
 
+    fn deletion_request_as_event(&self) -> bool {
+        false
+    }
+
     fn encode(&self, batch: &Batch<'_>) -> Encoded {
         let body = delivery::body(batch.payloads, self.bare, batch.sent_at);
         super::vendor::json_body(body, self.compression)

@@ -60,11 +60,13 @@ async fn final_flush(spool: &Spool, end: Instant) {
 
 impl Spool {
     /// Flushes every `every` on a background thread with its own runtime, until
-    /// [`BackgroundFlusher::close`]. Nothing is started when telemetry is off.
+    /// [`BackgroundFlusher::close`]. Nothing is started when telemetry is off, unless
+    /// the user's opt-out left a deletion request to send.
     pub fn start_background_flusher(&self, every: Duration) -> BackgroundFlusher {
         let (stop_tx, mut stop_rx) = watch::channel(None::<Instant>);
         let (done_tx, done_rx) = mpsc::channel();
-        if !self.consent().enabled {
+        let consent = self.consent();
+        if !consent.enabled && !self.only_deletion_request_may_go(&consent) {
             let _ = done_tx.send(());
             return BackgroundFlusher {
                 stop: Some(stop_tx),

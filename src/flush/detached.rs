@@ -73,7 +73,10 @@ impl Spool {
         if_due: bool,
     ) -> Result<Detached> {
         let consent = self.consent();
-        if !consent.enabled {
+        // Off, a child is started only for a deletion request the user's opt-out
+        // queued (never while an environment opt-out holds); it is always due.
+        let deletion_only = self.only_deletion_request_may_go(&consent);
+        if !consent.enabled && !deletion_only {
             return Ok(Detached::Skipped(Skipped::Disabled(consent.reason)));
         }
         if !HOOK_INSTALLED.load(Ordering::Relaxed) {
@@ -98,7 +101,7 @@ impl Spool {
             return Ok(Detached::Skipped(Skipped::Empty));
         }
         let limits = self.limits();
-        if if_due {
+        if if_due && !deletion_only {
             let interval = i64::try_from(limits.flush_interval.as_millis()).unwrap_or(i64::MAX);
             let full = stats.events >= u64::from(limits.batch_size.max(1));
             let old = stats

@@ -14,12 +14,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::consent::{Consent, Persisted};
 use crate::error::{Error, Kind, Result};
 use crate::queue::lease;
 use crate::queue::{DropReason, Queue};
 use crate::settings::Settings;
-use crate::spool::{EnvLookup, Spool};
+use crate::spool::Spool;
 
 mod background;
 mod detached;
@@ -208,16 +207,30 @@ impl Spool {
         explicit: Option<crate::DestinationConfig>,
         over: &crate::destination::Overrides,
     ) -> Result<Started> {
-        let consent = match self.dir() {
-            Some(dir) => consent_now(self.app(), dir, &self.inner.env()),
-            None => self.consent(),
+        let source = self.inner.consent_source();
+        let (consent, settings) = match self.dir() {
+            Some(dir) => source.now(dir),
+            None => (self.consent(), None),
         };
-        if !consent.enabled {
+        let pending_deletion = settings
+            .as_ref()
+            .is_some_and(|s| s.deletion_request_pending);
+        // Off: nothing is sent, nothing opened, no lookup made; except a deletion
+        // request the user's own opt-out queued, when no environment opt-out holds.
+        let only_deletion = !consent.enabled;
+        let deletion_may_go = pending_deletion && consent.allows_deletion_request();
+        if !(consent.enabled || deletion_may_go) {
             return Ok(Started::Done(FlushReport::new(FlushEnd::Disabled {
                 reason: consent.reason,
             })));
         }
         let Some(target) = self.target(explicit, over)? else {
+            if only_deletion {
+                // Off, and nowhere to send the request: that is no error of the user's.
+                return Ok(Started::Done(FlushReport::new(FlushEnd::Disabled {
+                    reason: consent.reason,
+                })));
+            }
             return Err(Kind::NoEndpoint.into());
         };
         let url = target.url()?;
@@ -226,6 +239,9 @@ impl Spool {
             .ok_or_else(|| Error::from(Kind::NoHomeDir))?
             .to_path_buf();
         let Some(mut queue) = Queue::open_existing(&dir, FLUSH_LOCK_TIMEOUT)? else {
+            if pending_deletion {
+                clear_pending_deletion(&dir);
+            }
             return Ok(Started::Done(FlushReport::new(FlushEnd::Drained)));
         };
         let limits = self.limits();
@@ -246,14 +262,15 @@ impl Spool {
             token: me.token,
             report: FlushReport::new(FlushEnd::Drained),
             total: 0,
-            app: self.app().to_string(),
             dir,
             force: false,
             deadline_len: Duration::ZERO,
             released: false,
             consent_seen: None,
+            consent_source: source,
+            only_deletion,
+            pending_deletion,
             clock: self.inner.clock(),
-            env: self.inner.env(),
         })))
     }
 
@@ -290,18 +307,25 @@ fn lease_ms(limits: &crate::limits::Limits) -> i64 {
     (limits.request_timeout.as_millis() as i64) * 2 + 10_000
 }
 
-/// Consent decided from a fresh read of `config.json` and the environment, not from
-/// the spool's cached settings (up to 250 ms old): the flusher asks before every
-/// request, so that once `spool disable` has returned no request starts. An
-/// unreadable file counts as "off", as everywhere else.
-fn consent_now(app: &str, dir: &Path, env: &EnvLookup) -> Consent {
-    let persisted = match Settings::load_checked(dir) {
-        Ok(settings) => settings
-            .and_then(|s| s.telemetry)
-            .map_or(Persisted::Undecided, Persisted::Chosen),
-        Err(e) => Persisted::Unreadable(e.to_string()),
-    };
-    Consent::decide_with(app, |k| env(k), &persisted)
+/// Clears `config.json`'s mark of a pending deletion request once none is queued
+/// (it was delivered or expired), so an opted-out spool stops looking at the queue.
+/// The queue is looked at again under the settings lock: an opt-out queueing a new
+/// request marks it again under that lock once it is queued, so a request is never
+/// left queued unmarked.
+fn clear_pending_deletion(dir: &Path) {
+    let cleared = Settings::update(dir, |s| {
+        let queued = match Queue::open_existing(dir, FLUSH_LOCK_TIMEOUT) {
+            Ok(Some(q)) => q.has_deletion_request().unwrap_or(true),
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        if !queued {
+            s.deletion_request_pending = false;
+        }
+    });
+    if let Err(e) = cleared {
+        log::debug!("eventspool: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use super::plan::{Step, plan_answer, plan_batch};
-use super::{FlushEnd, FlushReport, LastFlush, Progress, consent_now};
+use super::{FlushEnd, FlushReport, LastFlush, Progress, clear_pending_deletion};
 use crate::consent::Consent;
 use crate::delivery::{self, MAX_RESPONSE_BYTES, Outcome};
 use crate::destination::{Batch, Destination};
@@ -16,7 +16,7 @@ use crate::error::{Kind, Result};
 use crate::limits::Limits;
 use crate::queue::{Counter, DropReason, Pending, Queue};
 use crate::settings::Settings;
-use crate::spool::{Clock, EnvLookup};
+use crate::spool::{Clock, ConsentSource};
 use crate::time::rfc3339_ms;
 
 /// How long a flush waits for the queue's write lock on each statement.
@@ -74,7 +74,6 @@ pub(super) struct Round {
     pub(super) token: String,
     pub(super) report: FlushReport,
     pub(super) total: u64,
-    pub(super) app: String,
     pub(super) dir: PathBuf,
     pub(super) force: bool,
     pub(super) deadline_len: Duration,
@@ -82,10 +81,15 @@ pub(super) struct Round {
     pub(super) released: bool,
     /// The settings file's stamp when consent was last decided, and the decision.
     pub(super) consent_seen: Option<(Option<crate::settings::Stamp>, Consent)>,
+    /// Decides consent before each request: the spool's environment, policy and
+    /// catalog fingerprint.
+    pub(super) consent_source: ConsentSource,
+    /// Telemetry was off when the round started: only a deletion request is sent.
+    pub(super) only_deletion: bool,
+    /// `config.json` marked a deletion request pending when the round started.
+    pub(super) pending_deletion: bool,
     /// The spool's clock: backoff, expiry, clamping and lease times.
     pub(super) clock: Clock,
-    /// The spool's environment: consent before each request.
-    pub(super) env: EnvLookup,
 }
 
 /// Runs `f` on the queue on tokio's blocking pool: a statement may wait seconds for
@@ -144,7 +148,7 @@ impl Round {
         match &self.consent_seen {
             Some((seen, consent)) if *seen == now && now.is_some() => consent.clone(),
             _ => {
-                let consent = consent_now(&self.app, &self.dir, &self.env);
+                let (consent, _) = self.consent_source.now(&self.dir);
                 self.consent_seen = Some((now, consent.clone()));
                 consent
             }
@@ -163,20 +167,28 @@ impl Round {
     pub(super) async fn finish(&mut self) -> Result<FlushReport> {
         let mut report = std::mem::replace(&mut self.report, FlushReport::new(FlushEnd::Drained));
         let finished_at = rfc3339_ms(self.now());
-        self.db(move |q| {
-            report.remaining = q.stats()?.events;
-            let last = LastFlush {
-                finished_at,
-                dropped_total: report.dropped_total(),
-                report,
-            };
-            q.set_state(
-                "last_flush",
-                Some(&serde_json::to_string(&last).unwrap_or_default()),
-            )?;
-            Ok(last.report)
-        })
-        .await
+        let pending = self.pending_deletion;
+        let (report, delivered_deletion) = self
+            .db(move |q| {
+                report.remaining = q.stats()?.events;
+                let gone = pending && !q.has_deletion_request()?;
+                let last = LastFlush {
+                    finished_at,
+                    dropped_total: report.dropped_total(),
+                    report,
+                };
+                q.set_state(
+                    "last_flush",
+                    Some(&serde_json::to_string(&last).unwrap_or_default()),
+                )?;
+                Ok((last.report, gone))
+            })
+            .await?;
+        if delivered_deletion {
+            let dir = self.dir.clone();
+            let _ = tokio::task::spawn_blocking(move || clear_pending_deletion(&dir)).await;
+        }
+        Ok(report)
     }
 
     /// Gives the lease back (the normal end of a flush).
@@ -252,7 +264,8 @@ impl Round {
             }
             // A forced flush sends what is queued whatever its stored backoff says.
             let due_at = if self.force { i64::MAX } else { self.now() };
-            let batch = self.db(move |q| q.due(due_at, batch_size)).await?;
+            let only = self.only_deletion.then_some(crate::deletion::EVENT);
+            let batch = self.db(move |q| q.due(due_at, batch_size, only)).await?;
             if batch.is_empty() {
                 return Ok(());
             }
@@ -278,7 +291,15 @@ impl Round {
                 // Asked afresh before every request: `spool disable` in another
                 // process stops the round before its next request.
                 let consent = self.consent_before_request();
-                if !consent.enabled {
+                // A round that started off sends its deletion request while the
+                // user's choice (not the environment) keeps telemetry off; a round
+                // that started on stops at an opt-out, and the next sends the request.
+                let allowed = if self.only_deletion {
+                    consent.allows_deletion_request()
+                } else {
+                    consent.enabled
+                };
+                if !allowed {
                     self.report.end = FlushEnd::Disabled {
                         reason: consent.reason,
                     };
@@ -406,7 +427,18 @@ impl Round {
         chunk: &[Pending],
         deadline: Instant,
     ) -> Sent {
-        let payloads: Vec<&str> = chunk.iter().map(|p| p.payload.as_str()).collect();
+        // A deletion request keeps its own shape for the native format; the vendor
+        // formats get it as an ordinary event (see `deletion::DeletionRequest::as_event`).
+        let mapped: Vec<std::borrow::Cow<'_, str>> = chunk
+            .iter()
+            .map(
+                |p| match crate::deletion::DeletionRequest::parse(&p.payload) {
+                    Some(r) if self.dest.deletion_request_as_event() => r.as_event().into(),
+                    _ => p.payload.as_str().into(),
+                },
+            )
+            .collect();
+        let payloads: Vec<&str> = mapped.iter().map(|p| p.as_ref()).collect();
         let sent_at = self.now();
         let encoded = self.dest.encode(&Batch {
             payloads: &payloads,

@@ -131,13 +131,15 @@ impl Queue {
     }
 
     /// Up to `limit` events whose backoff has passed at `now` (every event when
-    /// `now` is `i64::MAX`: a forced flush), oldest first.
-    pub fn due(&self, now: i64, limit: usize) -> Result<Vec<Pending>> {
+    /// `now` is `i64::MAX`: a forced flush), oldest first; with `only` an event name,
+    /// only events of that name (a deletion request while telemetry is off).
+    pub fn due(&self, now: i64, limit: usize, only: Option<&str>) -> Result<Vec<Pending>> {
         let run = || -> rusqlite::Result<Vec<Pending>> {
             let mut st = self.conn.prepare_cached(
-                "SELECT seq, id, created_at, payload, attempts FROM events WHERE next_attempt_at <= ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, id, created_at, payload, attempts FROM events
+                 WHERE next_attempt_at <= ?1 AND (?3 IS NULL OR event = ?3) ORDER BY seq LIMIT ?2",
             )?;
-            let rows = st.query_map(params![now, limit as i64], |r| {
+            let rows = st.query_map(params![now, limit as i64, only], |r| {
                 Ok(Pending {
                     seq: r.get(0)?,
                     id: r.get(1)?,

@@ -251,7 +251,9 @@ impl Queue {
         }
     }
 
-    /// Deletes every queued event and every copy of them on disk; returns how many.
+    /// Deletes every queued event but a pending deletion request (which `clear`
+    /// keeps, as it is what the user asked the receiver to act on), and every copy of
+    /// them on disk; returns how many.
     ///
     /// A plain `DELETE` leaves the payloads readable in free pages and in the WAL, so
     /// after it the file is rebuilt (`VACUUM`, temporary data in memory), and the WAL
@@ -265,8 +267,15 @@ impl Queue {
         let run = |conn: &mut Connection| -> rusqlite::Result<(u64, bool)> {
             conn.execute_batch("PRAGMA secure_delete = ON; PRAGMA temp_store = MEMORY")?;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let n = tx.execute("DELETE FROM events", [])? as u64;
-            tx.execute("UPDATE totals SET events = 0, bytes = 0 WHERE id = 0", [])?;
+            let n = tx.execute(
+                "DELETE FROM events WHERE event != ?1",
+                [crate::deletion::EVENT],
+            )? as u64;
+            tx.execute(
+                "UPDATE totals SET events = (SELECT count(*) FROM events),
+                    bytes = (SELECT coalesce(sum(bytes), 0) FROM events) WHERE id = 0",
+                [],
+            )?;
             tx.commit()?;
             conn.execute_batch("VACUUM")?;
             let deadline = std::time::Instant::now() + wait;
@@ -288,6 +297,66 @@ impl Queue {
             return Err(Kind::PurgeIncomplete { path }.into());
         }
         Ok(n)
+    }
+
+    /// Queues the deletion request for `anonymous_id`: at most one is pending, so an
+    /// existing one is replaced by one that names its ids and this one (with a new
+    /// id: a receiver that already has the old request must still take the new).
+    /// Returns the request's id.
+    pub fn queue_deletion_request(&mut self, anonymous_id: &str, now: i64) -> Result<String> {
+        use crate::deletion::{DeletionRequest, EVENT};
+        let path = self.path.clone();
+        let run = |conn: &mut Connection| -> rusqlite::Result<String> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut ids: Vec<String> = Vec::new();
+            let mut old: Vec<(i64, i64)> = Vec::new();
+            {
+                let mut st = tx.prepare(
+                    "SELECT seq, bytes, payload FROM events WHERE event = ?1 ORDER BY seq",
+                )?;
+                let mut rows = st.query([EVENT])?;
+                while let Some(row) = rows.next()? {
+                    old.push((row.get(0)?, row.get(1)?));
+                    let payload: String = row.get(2)?;
+                    for id in DeletionRequest::parse(&payload)
+                        .map(|r| r.anonymous_ids)
+                        .unwrap_or_default()
+                    {
+                        if !ids.contains(&id) {
+                            ids.push(id);
+                        }
+                    }
+                }
+            }
+            if !ids.iter().any(|i| i == anonymous_id) {
+                ids.push(anonymous_id.to_string());
+            }
+            let removed_bytes: i64 = old.iter().map(|(_, b)| b).sum();
+            for (seq, _) in &old {
+                tx.execute("DELETE FROM events WHERE seq = ?1", [seq])?;
+            }
+            let request = DeletionRequest::new(ids, now);
+            let payload = request.to_payload();
+            tx.execute(
+                INSERT,
+                params![request.id, EVENT, now, payload.len() as i64, payload],
+            )?;
+            tx.prepare_cached(ADJUST_TOTALS)?.execute(params![
+                1 - old.len() as i64,
+                payload.len() as i64 - removed_bytes
+            ])?;
+            tx.commit()?;
+            Ok(request.id)
+        };
+        run(&mut self.conn).map_err(|e| Error::queue(path, e))
+    }
+
+    /// Returns true if and only if a deletion request is queued.
+    pub fn has_deletion_request(&self) -> Result<bool> {
+        self.conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE event = ?1)")
+            .and_then(|mut st| st.query_row([crate::deletion::EVENT], |r| r.get(0)))
+            .map_err(|e| self.err(e))
     }
 
     /// Counts, sizes and counters.
@@ -400,7 +469,7 @@ mod tests {
         check(&q);
         put(&mut q, 4, 300); // past both caps: evicts
         check(&q);
-        let due = q.due(now_ms(), 2).unwrap();
+        let due = q.due(now_ms(), 2, None).unwrap();
         q.remove(&due, Counter::Sent).unwrap();
         check(&q);
         q.remove(&due, Counter::Sent).unwrap(); // already gone: no change

@@ -26,6 +26,8 @@ pub struct SpoolBuilder {
     pub(super) limits: Option<Limits>,
     pub(super) lock_timeout: Duration,
     pub(super) scope: Scope,
+    pub(super) consent_policy: Option<crate::ConsentPolicy>,
+    pub(super) deletion_request: Option<bool>,
     pub(super) clock: Clock,
     pub(super) env: EnvLookup,
     pub(super) catalog: Option<crate::Catalog>,
@@ -181,6 +183,48 @@ impl SpoolBuilder {
         self
     }
 
+    /// What the spool does when the user has not decided: [`ConsentPolicy::OptOut`]
+    /// (the default) records until they opt out; [`ConsentPolicy::OptIn`] records
+    /// and sends nothing, and writes no file, until they say yes
+    /// ([`Spool::ask_consent`], `spool enable`). The environment's opt-outs, and
+    /// `<APP>_TELEMETRY`, still come first. Persisted beside the decision, so `spool`
+    /// run by hand agrees.
+    ///
+    /// ```
+    /// use eventspool::{ConsentPolicy, Decision, Event, Spool};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let spool = Spool::builder("mytool")
+    ///     .dir(dir.path())
+    ///     .consent_policy(ConsentPolicy::OptIn)
+    ///     .build();
+    /// # if std::env::var_os("DO_NOT_TRACK").is_none() && std::env::var_os("MYTOOL_TELEMETRY").is_none() {
+    /// assert_eq!(spool.consent().decision, Decision::Undecided);
+    /// spool.track(Event::new("cli_invoked"));
+    /// assert!(!dir.path().join("queue.db").exists());
+    /// # }
+    /// ```
+    ///
+    /// [`ConsentPolicy::OptOut`]: crate::ConsentPolicy::OptOut
+    /// [`ConsentPolicy::OptIn`]: crate::ConsentPolicy::OptIn
+    /// [`Spool::ask_consent`]: crate::Spool::ask_consent
+    pub fn consent_policy(mut self, policy: crate::ConsentPolicy) -> Self {
+        self.consent_policy = Some(policy);
+        self
+    }
+
+    /// Whether an opt-out by the user's persisted choice (`spool disable`,
+    /// [`Spool::disable`], a "no" after a "yes") queues one `deletion_request` event
+    /// naming the anonymous id, so the receiver can erase what it holds (default:
+    /// off). It is the one request an opted-out spool sends; then the anonymous id is
+    /// replaced and the machine hash re-keyed. Persisted, so `spool disable` by hand
+    /// does the same.
+    ///
+    /// [`Spool::disable`]: crate::Spool::disable
+    pub fn deletion_request(mut self, on: bool) -> Self {
+        self.deletion_request = Some(on);
+        self
+    }
+
     /// How long recording may wait for the queue's write lock (default 200 ms).
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.lock_timeout = timeout;
@@ -250,7 +294,9 @@ impl SpoolBuilder {
                 annotations: self.annotations,
                 catalog,
                 state: Mutex::new(State::default()),
-                context: OnceLock::new(),
+                consent_policy: self.consent_policy,
+                deletion_request: self.deletion_request,
+                fingerprint: OnceLock::new(),
                 // UUIDv7: PostHog counts only v7 session ids, and every receiver can sort by them.
                 session_id: self
                     .session_id

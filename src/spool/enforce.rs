@@ -129,9 +129,7 @@ impl Spool {
         }
         let _ = self.with_state(|st, inner| {
             let persisted = inner.persisted_choice(st);
-            if matches!(persisted, Persisted::Unreadable(_))
-                || !inner.consent_with(&persisted).enabled
-            {
+            if matches!(persisted, Persisted::Unreadable(_)) || !inner.consent_now(st).enabled {
                 return Ok(());
             }
             inner

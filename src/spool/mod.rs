@@ -15,10 +15,11 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::app::{host_var, validate_app_name};
-use crate::consent::{Consent, Persisted, debug_mode_with};
+use crate::consent::{Consent, ConsentPolicy, Persisted, debug_mode_with};
 use crate::context::Context;
 use crate::error::{Kind, Result};
 use crate::event::Event;
+use crate::fingerprint::Fingerprint;
 use crate::limits::Limits;
 use crate::queue::{Queue, QueueStats, QueuedEvent, ensure_dir};
 use crate::settings::Settings;
@@ -114,8 +115,14 @@ pub(crate) struct Inner {
     samples: Option<Samples>,
     annotations: crate::schema::Annotations,
     catalog: enforce::CatalogState,
+    /// The consent policy given in code; else `config.json`'s, else `opt_out`.
+    pub(crate) consent_policy: Option<ConsentPolicy>,
+    /// Whether an opt-out queues a deletion request, given in code; else
+    /// `config.json`'s, else off.
+    pub(crate) deletion_request: Option<bool>,
+    /// The catalog's fingerprint, computed once.
+    fingerprint: OnceLock<Fingerprint>,
     state: Mutex<State>,
-    context: OnceLock<Box<RawValue>>,
     session_id: String,
     failures: AtomicU64,
 }
@@ -131,6 +138,9 @@ struct State {
     gate: Gate,
     settings: SettingsCache,
     synced: bool,
+    /// The context serialized once, with the machine salt it was keyed with: a
+    /// deletion request re-keys the hash, and the next event must carry the new one.
+    context: Option<(Option<String>, Box<RawValue>)>,
     /// Things the user should be told (a queue file set aside), for the CLI to print.
     notes: Vec<String>,
 }
@@ -156,6 +166,8 @@ pub struct Status {
     pub destination: crate::DestinationConfig,
     /// Events that this process failed to record (swallowed errors).
     pub failures: u64,
+    /// True if and only if an opt-out by persisted choice queues a deletion request.
+    pub deletion_request: bool,
     /// The queue's counts and counters.
     #[serde(flatten)]
     pub queue: QueueStats,
@@ -187,6 +199,8 @@ impl Spool {
             scope: Scope::Host,
             samples: None,
             annotations: Default::default(),
+            consent_policy: None,
+            deletion_request: None,
             clock: Arc::new(now_ms),
             env: Arc::new(|k| std::env::var(k).ok()),
             catalog: None,
@@ -203,10 +217,12 @@ impl Spool {
             return Ok(crate::Schema::from_samples(self.app(), &samples()).annotate(notes));
         }
         let queued = self.list(10_000)?;
-        Ok(
-            crate::Schema::from_payloads(self.app(), queued.iter().map(|q| q.payload.as_str()))
-                .annotate(notes),
-        )
+        // A deletion request is the library's, not an event the host sends.
+        let payloads = queued
+            .iter()
+            .filter(|q| q.event != crate::deletion::EVENT)
+            .map(|q| q.payload.as_str());
+        Ok(crate::Schema::from_payloads(self.app(), payloads).annotate(notes))
     }
 
     /// The app name.
@@ -229,16 +245,54 @@ impl Spool {
     /// persisted choice, never writes.
     pub fn consent(&self) -> Consent {
         if let Err(e) = validate_app_name(&self.inner.app) {
-            return Consent {
-                enabled: false,
-                rule: "invalid_app_name",
-                reason: e.to_string(),
-            };
+            let mut off = self
+                .inner
+                .consent_with(&Persisted::Unreadable(String::new()), self.policy());
+            off.rule = "invalid_app_name";
+            off.reason = e.to_string();
+            return off;
         }
-        let persisted = self
-            .with_state(|st, inner| Ok(inner.persisted_choice(st)))
-            .unwrap_or_else(|e| Persisted::Unreadable(e.to_string()));
-        self.inner.consent_with(&persisted)
+        self.with_state(|st, inner| Ok(inner.consent_now(st)))
+            .unwrap_or_else(|e| {
+                self.inner
+                    .consent_with(&Persisted::Unreadable(e.to_string()), self.policy())
+            })
+    }
+
+    /// The consent policy in force: given in code ([`SpoolBuilder::consent_policy`]),
+    /// else the one in `config.json` (`spool config set consent_policy`), else
+    /// `opt_out`.
+    pub fn policy(&self) -> ConsentPolicy {
+        self.inner.policy_in(self.settings().as_ref())
+    }
+
+    /// Returns true if and only if an opt-out by persisted choice queues a deletion
+    /// request: given in code ([`SpoolBuilder::deletion_request`]), else
+    /// `config.json`'s `deletion_request`, else off.
+    pub fn deletion_request_enabled(&self) -> bool {
+        self.inner
+            .deletion_request
+            .or_else(|| self.settings().and_then(|s| s.deletion_request))
+            .unwrap_or(false)
+    }
+
+    /// Returns true if and only if `config.json` marks a deletion request pending (it
+    /// waits in the queue, and is sent even while telemetry is off).
+    pub fn deletion_request_pending(&self) -> bool {
+        self.settings().is_some_and(|s| s.deletion_request_pending)
+    }
+
+    /// Returns true if and only if telemetry is off under `consent` but a pending
+    /// deletion request may still be sent: the user's choice (not the environment)
+    /// keeps it off, and `config.json` marks one pending.
+    pub(crate) fn only_deletion_request_may_go(&self, consent: &Consent) -> bool {
+        !consent.enabled && consent.allows_deletion_request() && self.deletion_request_pending()
+    }
+
+    /// The fingerprint of this spool's catalog (empty without one): what a user's
+    /// answer and the notice are remembered against.
+    pub(crate) fn catalog_fingerprint(&self) -> Fingerprint {
+        self.inner.fingerprint().clone()
     }
 
     /// The oldest `limit` queued events, oldest first. Creates nothing.
@@ -254,6 +308,8 @@ impl Spool {
     }
 
     /// Deletes every queued event; returns how many were removed. Creates nothing.
+    /// A pending deletion request is kept (and not counted): it is what the user
+    /// asked the receiver to act on.
     ///
     /// When it returns, no byte of a purged event remains in any file of the queue
     /// directory (free pages, the write-ahead log, files set aside as corrupt).
@@ -288,12 +344,13 @@ impl Spool {
             )
             .redacted(),
             failures: self.failures(),
+            deletion_request: self.deletion_request_enabled(),
             queue,
         })
     }
 
-    /// Persists the choice to send telemetry (`"telemetry": true`). Environment
-    /// opt-outs still win.
+    /// Persists the choice to send telemetry (`"telemetry": true`, with the time and
+    /// the catalog fingerprint it was made on). Environment opt-outs still win.
     pub fn enable(&self) -> Result<()> {
         self.set_choice(true).map(|_| ())
     }
@@ -304,17 +361,76 @@ impl Spool {
     /// purged or never committed. The choice is persisted first, so an error from the
     /// purge (another process holding the queue open past the wait) leaves telemetry
     /// off; running it again completes the purge.
+    ///
+    /// With [`Spool::deletion_request_enabled`], an opt-out from "on" then queues one
+    /// `deletion_request` naming the anonymous id (see [`Spool::clear`], which keeps
+    /// it), replaces the anonymous id and re-keys the machine hash. An opt-out while
+    /// already off does nothing more than persist the choice.
     pub fn disable(&self) -> Result<u64> {
-        self.set_choice(false)?;
-        self.clear()
+        let before = self.set_choice(false)?;
+        let purged = self.clear()?;
+        if let Some(anonymous_id) = before {
+            self.request_deletion(&anonymous_id)?;
+        }
+        Ok(purged)
     }
 
-    fn set_choice(&self, on: bool) -> Result<()> {
+    /// Persists the choice `on` with its time and fingerprint, and the host's consent
+    /// settings beside it. For an opt-out from "on" with deletion requests enabled,
+    /// marks a deletion request pending in the same write and returns the anonymous
+    /// id it is for.
+    pub(crate) fn set_choice(&self, on: bool) -> Result<Option<String>> {
+        let fingerprint = self.catalog_fingerprint();
         self.with_state(|st, inner| {
             let dir = inner.require_dir()?;
             ensure_dir(dir)?;
-            Settings::update(dir, |s| s.telemetry = Some(on))?;
+            let decided_at = crate::time::rfc3339_ms(inner.now());
+            let mut erase = None;
+            Settings::update(dir, |s| {
+                let policy = inner.policy_in(Some(s));
+                let deletion = inner.deletion_request.or(s.deletion_request) == Some(true);
+                let was =
+                    Persisted::judge(s.telemetry, s.telemetry_fingerprint.as_ref(), &fingerprint);
+                if !on && deletion && was.was_on(policy) {
+                    if let Some(id) = &s.anonymous_id {
+                        // Marked first: a crash before the event is queued leaves a
+                        // flag the next flush clears, never an event nobody looks for.
+                        s.deletion_request_pending = true;
+                        erase = Some(id.clone());
+                    }
+                }
+                s.telemetry = Some(on);
+                s.telemetry_decided_at = Some(decided_at);
+                s.telemetry_fingerprint = Some(fingerprint);
+                inner.write_host_consent_settings(s);
+            })?;
             st.settings = SettingsCache::default();
+            Ok(erase)
+        })
+    }
+
+    /// Queues (or extends) the deletion request for `anonymous_id`, then replaces
+    /// the anonymous id and the machine hash's salt, so what is recorded after a later
+    /// `enable` cannot be joined to what was sent before.
+    fn request_deletion(&self, anonymous_id: &str) -> Result<()> {
+        let dir = self.inner.require_dir()?;
+        let now = self.inner.now();
+        let mut queue = Queue::open(dir, PURGE_LOCK_WAIT)?;
+        queue.queue_deletion_request(anonymous_id, now)?;
+        drop(queue);
+        self.with_state(|st, _| {
+            Settings::update(dir, |s| {
+                // Again, now that it is queued: a flusher that found none meanwhile
+                // may have cleared the mark (see `flush::clear_pending_deletion`).
+                s.deletion_request_pending = true;
+                // Unless another opt-out got here first and replaced it already.
+                if s.anonymous_id.as_deref() == Some(anonymous_id) {
+                    s.anonymous_id = Some(uuid::Uuid::new_v4().to_string());
+                    s.machine_salt = Some(hex::encode(uuid::Uuid::new_v4().as_bytes()));
+                }
+            })?;
+            st.settings = SettingsCache::default();
+            st.context = None;
             Ok(())
         })
     }
@@ -492,19 +608,58 @@ impl Inner {
         self.clock.clone()
     }
 
-    /// The environment lookup itself, for a flush to carry.
-    pub(crate) fn env(&self) -> EnvLookup {
-        self.env.clone()
-    }
-
     /// A variable in this spool's environment.
     pub(crate) fn var(&self, name: &str) -> Option<String> {
         (self.env)(name)
     }
 
-    /// Consent from this spool's environment and the persisted choice.
-    pub(crate) fn consent_with(&self, persisted: &Persisted) -> Consent {
-        Consent::decide_with(&self.app, |k| self.var(k), persisted)
+    /// Consent from this spool's environment and the persisted choice, under `policy`.
+    pub(crate) fn consent_with(&self, persisted: &Persisted, policy: ConsentPolicy) -> Consent {
+        Consent::decide_under(&self.app, |k| self.var(k), persisted, policy)
+    }
+
+    /// Consent from the settings as last read (see [`SettingsCache`]).
+    fn consent_now(&self, st: &mut State) -> Consent {
+        let persisted = self.persisted_choice(st);
+        let policy = self.policy_in(st.settings.value.as_ref());
+        self.consent_with(&persisted, policy)
+    }
+
+    /// The policy: the code's, else the one in `settings`, else `opt_out`.
+    pub(crate) fn policy_in(&self, settings: Option<&Settings>) -> ConsentPolicy {
+        self.consent_policy
+            .or_else(|| settings.and_then(|s| s.consent_policy))
+            .unwrap_or_default()
+    }
+
+    /// The catalog's fingerprint, computed once (empty without a catalog).
+    pub(crate) fn fingerprint(&self) -> &Fingerprint {
+        self.fingerprint.get_or_init(|| match &self.catalog {
+            enforce::CatalogState::Ready(e) => e.catalog.fingerprint(),
+            _ => Fingerprint::default(),
+        })
+    }
+
+    /// Writes the consent settings given in code into `s`, so `spool` run by hand
+    /// (`consent status`, `disable`) acts as the host does.
+    pub(crate) fn write_host_consent_settings(&self, s: &mut Settings) {
+        if self.consent_policy.is_some() {
+            s.consent_policy = self.consent_policy;
+        }
+        if self.deletion_request.is_some() {
+            s.deletion_request = self.deletion_request;
+        }
+    }
+
+    /// What decides consent for a flush, carried by it: it decides afresh from the
+    /// file before every request.
+    pub(crate) fn consent_source(&self) -> ConsentSource {
+        ConsentSource {
+            app: self.app.clone(),
+            env: self.env.clone(),
+            policy: self.consent_policy,
+            fingerprint: self.fingerprint().clone(),
+        }
     }
 
     /// Debug mode in this spool's environment.
@@ -517,12 +672,24 @@ impl Inner {
         self.dir.as_deref().ok_or_else(|| Kind::NoHomeDir.into())
     }
 
-    fn context_json(&self) -> &RawValue {
-        self.context.get_or_init(|| {
-            let ctx = Context::detect(&self.app, self.tool.clone());
+    /// The context as JSON, detected once per machine salt (see [`State::context`]).
+    fn context_json<'s>(&self, st: &'s mut State) -> &'s RawValue {
+        let salt = st
+            .settings
+            .value
+            .as_ref()
+            .and_then(|s| s.machine_salt.clone());
+        if st.context.as_ref().is_none_or(|(had, _)| *had != salt) {
+            let ctx = Context::detect_salted(&self.app, self.tool.clone(), salt.as_deref());
             // A struct of strings and booleans always serializes.
-            serde_json::value::to_raw_value(&ctx).unwrap_or_else(|_| RawValue::NULL.to_owned())
-        })
+            let json =
+                serde_json::value::to_raw_value(&ctx).unwrap_or_else(|_| RawValue::NULL.to_owned());
+            st.context = Some((salt, json));
+        }
+        match &st.context {
+            Some((_, json)) => json,
+            None => RawValue::NULL,
+        }
     }
 
     /// Scrubs an event's properties; with a catalog, its `enum`s are kept as declared
@@ -558,5 +725,44 @@ impl Inner {
             let _ = queue.set_autocheckpoint(0);
         }
         Ok(st.queue.insert(queue))
+    }
+}
+
+/// What decides consent, detached from a spool: a flush carries it and asks it
+/// before every request, from a fresh read of `config.json`.
+#[derive(Clone)]
+pub(crate) struct ConsentSource {
+    app: String,
+    env: EnvLookup,
+    policy: Option<ConsentPolicy>,
+    fingerprint: Fingerprint,
+}
+
+impl ConsentSource {
+    /// Consent from the environment and `dir`'s `config.json` as it is now, with the
+    /// settings read (`None` if there is no file or it cannot be read: off).
+    pub(crate) fn now(&self, dir: &Path) -> (Consent, Option<Settings>) {
+        let (persisted, settings) = match Settings::load_checked(dir) {
+            Ok(settings) => (
+                settings.as_ref().map_or(Persisted::Undecided, |s| {
+                    Persisted::judge(
+                        s.telemetry,
+                        s.telemetry_fingerprint.as_ref(),
+                        &self.fingerprint,
+                    )
+                }),
+                settings,
+            ),
+            Err(e) => (Persisted::Unreadable(e.to_string()), None),
+        };
+        let policy = self
+            .policy
+            .or_else(|| settings.as_ref().and_then(|s| s.consent_policy))
+            .unwrap_or_default();
+        let env = &self.env;
+        (
+            Consent::decide_under(&self.app, |k| env(k), &persisted, policy),
+            settings,
+        )
     }
 }

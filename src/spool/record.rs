@@ -91,6 +91,7 @@ impl Spool {
         validate_app_name(&self.inner.app)?;
         for e in &events {
             validate_name(e.name())?;
+            crate::deletion::check_not_reserved(e.name())?;
         }
         // Before anything touches disk: a refused event's content is never written.
         self.enforce_catalog(&events)?;
@@ -106,7 +107,7 @@ impl Spool {
                 }
                 .into());
             }
-            if !inner.consent_with(&persisted).enabled {
+            if !inner.consent_now(st).enabled {
                 return Ok(vec![Recorded::Disabled; events.len()]);
             }
             st.gate.admit(Instant::now())?;
@@ -121,13 +122,13 @@ impl Spool {
             } else {
                 let id = inner.sync_settings(st)?;
                 // Syncing may have read a newer file (a choice made meanwhile).
-                let persisted = inner.persisted_choice(st);
-                if !inner.consent_with(&persisted).enabled {
+                if !inner.consent_now(st).enabled {
                     return Ok(vec![Recorded::Disabled; events.len()]);
                 }
                 id
             };
             let now = inner.now();
+            let context = inner.context_json(st);
             let mut payloads = Vec::with_capacity(events.len());
             let timestamp = rfc3339_ms(now);
             for event in events {
@@ -145,7 +146,7 @@ impl Spool {
                     timestamp: &timestamp,
                     anonymous_id: &anonymous_id,
                     session_id: &inner.session_id,
-                    context: inner.context_json(),
+                    context,
                     properties,
                 };
                 let json =
@@ -209,8 +210,7 @@ impl Spool {
                     Ok(Enqueued::Committed { .. }) => break,
                     Ok(Enqueued::Revoked) => {
                         st.settings.checked = None;
-                        let persisted = inner.persisted_choice(st);
-                        if !inner.consent_with(&persisted).enabled {
+                        if !inner.consent_now(st).enabled {
                             return Ok(vec![Recorded::Disabled; rows.len()]);
                         }
                         tries += 1;

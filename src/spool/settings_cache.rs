@@ -21,6 +21,9 @@ pub(super) struct SettingsCache {
     pub(super) value: Option<Settings>,
     /// Why the file could not be used, if it exists but cannot.
     pub(super) unreadable: Option<String>,
+    /// The persisted choice judged against the catalog's fingerprint, once per read
+    /// of the file: comparing fingerprints on every event would cost `track`.
+    pub(super) judged: Option<Persisted>,
 }
 
 pub(super) use crate::settings::{Stamp, stamp, stamp_of};
@@ -55,6 +58,7 @@ impl Inner {
                 checked: Some(now),
                 value,
                 unreadable: None,
+                judged: None,
             },
             Err(e) => {
                 log::debug!("eventspool: {e}; treating telemetry as disabled");
@@ -63,6 +67,7 @@ impl Inner {
                     checked: Some(now),
                     value: None,
                     unreadable: Some(e.to_string()),
+                    judged: None,
                 }
             }
         };
@@ -75,10 +80,19 @@ impl Inner {
         if let Some(why) = &st.settings.unreadable {
             return Persisted::Unreadable(why.clone());
         }
-        match st.settings.value.as_ref().and_then(|s| s.telemetry) {
-            Some(on) => Persisted::Chosen(on),
-            None => Persisted::Undecided,
+        if let Some(judged) = &st.settings.judged {
+            return judged.clone();
         }
+        let judged = match st.settings.value.as_ref() {
+            None => Persisted::Undecided,
+            Some(s) => Persisted::judge(
+                s.telemetry,
+                s.telemetry_fingerprint.as_ref(),
+                self.fingerprint(),
+            ),
+        };
+        st.settings.judged = Some(judged.clone());
+        judged
     }
 
     pub(super) fn effective_limits(&self, st: &mut State) -> Limits {
@@ -128,6 +142,7 @@ impl Inner {
             if self.limits.is_some() {
                 s.limits.clone_from(&self.limits);
             }
+            self.write_host_consent_settings(s);
         };
         let current = st.settings.value.clone();
         let mut wanted = current.clone().unwrap_or_default();
@@ -145,6 +160,7 @@ impl Inner {
                 checked: Some(Instant::now()),
                 value: Some(next.clone()),
                 unreadable: None,
+                judged: None,
             };
             next
         };

@@ -45,6 +45,10 @@ pub enum ConfigKey {
     /// The catalog file the `spool` command reads for this app (checked when set,
     /// kept as an absolute path).
     Catalog,
+    /// The consent policy, `opt_out` or `opt_in`.
+    ConsentPolicy,
+    /// Whether an opt-out queues a deletion request, `true` or `false`.
+    DeletionRequest,
     /// A limit by name (`max_events`, `batch_size`, `max_age`, …), with the
     /// variable that overrides it.
     Limit {
@@ -66,6 +70,8 @@ impl FromStr for ConfigKey {
             "protocol" => ConfigKey::Protocol,
             "compression" => ConfigKey::Compression,
             "catalog" => ConfigKey::Catalog,
+            "consent_policy" => ConfigKey::ConsentPolicy,
+            "deletion_request" => ConfigKey::DeletionRequest,
             _ => {
                 if let Some(name) = s.strip_prefix("header.").filter(|n| !n.is_empty()) {
                     return Ok(ConfigKey::Header(name.to_ascii_lowercase()));
@@ -78,7 +84,7 @@ impl FromStr for ConfigKey {
                             name: "config key".into(),
                             value: s.into(),
                             why: format!(
-                                "unknown; expected destination, endpoint, api_key, header.NAME, protocol, compression, catalog, or a limit ({})",
+                                "unknown; expected destination, endpoint, api_key, header.NAME, protocol, compression, catalog, consent_policy, deletion_request, or a limit ({})",
                                 limits.join(", ")
                             ),
                         }
@@ -100,6 +106,8 @@ impl fmt::Display for ConfigKey {
             ConfigKey::Protocol => f.write_str("protocol"),
             ConfigKey::Compression => f.write_str("compression"),
             ConfigKey::Catalog => f.write_str("catalog"),
+            ConfigKey::ConsentPolicy => f.write_str("consent_policy"),
+            ConfigKey::DeletionRequest => f.write_str("deletion_request"),
             ConfigKey::Limit { key, .. } => f.write_str(key),
         }
     }
@@ -155,6 +163,14 @@ impl Spool {
                 crate::Compression::None => "none".to_string(),
             }),
             ConfigKey::Catalog => self.settings().and_then(|s| s.catalog),
+            ConfigKey::ConsentPolicy => self
+                .settings()
+                .and_then(|s| s.consent_policy)
+                .map(|p| p.to_string()),
+            ConfigKey::DeletionRequest => self
+                .settings()
+                .and_then(|s| s.deletion_request)
+                .map(|on| on.to_string()),
             ConfigKey::Limit { key, .. } => {
                 let settings = self.settings();
                 let user = settings
@@ -206,6 +222,27 @@ impl Spool {
                 super::enforce::check_catalog_app(&catalog, self.app())?;
                 let path = path.to_string_lossy().into_owned();
                 self.update_settings(|s| s.catalog = Some(path))?;
+                return Ok(true);
+            }
+            ConfigKey::ConsentPolicy => {
+                let policy: crate::ConsentPolicy = value.parse()?;
+                self.update_settings(|s| s.consent_policy = Some(policy))?;
+                return Ok(true);
+            }
+            ConfigKey::DeletionRequest => {
+                let on = if crate::consent::is_truthy(value) {
+                    true
+                } else if crate::consent::is_falsy(value) {
+                    false
+                } else {
+                    return Err(Kind::Setting {
+                        name: "deletion_request".into(),
+                        value: value.into(),
+                        why: "expected true or false".into(),
+                    }
+                    .into());
+                };
+                self.update_settings(|s| s.deletion_request = Some(on))?;
                 return Ok(true);
             }
             ConfigKey::Limit { key, var } => {
@@ -301,6 +338,8 @@ impl Spool {
             ConfigKey::Limit { key, .. } => {
                 s.user_limits.remove(key);
             }
+            ConfigKey::ConsentPolicy => s.consent_policy = None,
+            ConfigKey::DeletionRequest => s.deletion_request = None,
             ConfigKey::Destination => s.destination = None,
             other => {
                 match other {
@@ -311,7 +350,11 @@ impl Spool {
                     }
                     ConfigKey::Protocol => d.protocol = None,
                     ConfigKey::Compression => d.compression = None,
-                    ConfigKey::Destination | ConfigKey::Limit { .. } | ConfigKey::Catalog => {}
+                    ConfigKey::Destination
+                    | ConfigKey::Limit { .. }
+                    | ConfigKey::Catalog
+                    | ConfigKey::ConsentPolicy
+                    | ConfigKey::DeletionRequest => {}
                 }
                 d.set_by_user = true;
                 s.destination = Some(d);
@@ -336,6 +379,8 @@ mod tests {
             "protocol",
             "compression",
             "catalog",
+            "consent_policy",
+            "deletion_request",
             "max_age",
             "batch_size",
         ] {

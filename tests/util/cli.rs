@@ -147,6 +147,11 @@ impl SpoolCmd {
         out
     }
 
+    /// The command itself, for running it somewhere else (on a [`super::Pty`]).
+    pub fn into_command(self) -> Command {
+        self.cmd
+    }
+
     pub fn spawn(mut self) -> std::process::Child {
         self.cmd
             .stdout(Stdio::piped())

@@ -4,17 +4,20 @@
 //! - `children`: child writer processes, limits on a child, a silent resolver, and
 //!   [`exited`], the one process-liveness check
 //! - `counterparts`: the real collector and SDKs the destination tests compare with
+//! - `pty`: [`Pty`], a child on a real pseudo-terminal (the consent prompt)
 //!
 //! Here: temp dirs and small views of a queue directory.
 
 mod children;
 mod cli;
 mod counterparts;
+mod pty;
 mod server;
 
 pub use children::*;
 pub use cli::*;
 pub use counterparts::*;
+pub use pty::*;
 pub use server::*;
 
 use std::path::{Path, PathBuf};
