@@ -42,7 +42,8 @@ impl Spool {
         let interactive = !crate::context::in_ci(is_set)
             && std::io::stdin().is_terminal()
             && std::io::stdout().is_terminal()
-            && std::io::stderr().is_terminal();
+            && std::io::stderr().is_terminal()
+            && crate::sys::in_foreground();
         if !interactive {
             return self.consent().decision;
         }

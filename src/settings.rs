@@ -97,6 +97,11 @@ pub struct Settings {
     /// opted-out spool still sends, looked for only when this is set.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub deletion_request_pending: bool,
+    /// The anonymous id an opt-out's deletion request is still to be queued for (and
+    /// the id replaced): set with the opt-out, cleared once both are done, so an
+    /// opt-out that failed half-way (a busy queue) is completed by the next one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub deletion_request_for: Option<String>,
     /// The install's random salt (hex) in the machine hash's key, set when a
     /// deletion request re-keys it, so later data cannot be joined to earlier data.
     #[serde(skip_serializing_if = "Option::is_none", default)]

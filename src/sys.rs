@@ -190,6 +190,20 @@ pub(crate) fn exit_now() -> ! {
     std::process::exit(0)
 }
 
+/// Returns true if and only if this process is in its terminal's foreground process
+/// group (stdin's): a background job (`tool &`) reading the terminal would wait
+/// forever, or stop on SIGTTIN. Off Unix, true.
+pub(crate) fn in_foreground() -> bool {
+    #[cfg(unix)]
+    // SAFETY: tcgetpgrp and getpgrp only read this process's state.
+    unsafe {
+        let fg = libc::tcgetpgrp(0);
+        fg >= 0 && fg == libc::getpgrp()
+    }
+    #[cfg(not(unix))]
+    true
+}
+
 /// What [`read_answer`] got from stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Answer {

@@ -553,3 +553,32 @@ fn under_opt_out_the_notice_shows_again_for_an_addition_only() {
         "the notice decided for the user"
     );
 }
+
+#[test]
+fn a_background_job_on_the_terminal_never_asks_and_never_blocks() {
+    let (_t, dir) = temp();
+    opt_in(&dir);
+    let before = std::fs::read(dir.join("config.json")).unwrap();
+    // `tool &` from an interactive shell: every stream is the terminal, but the
+    // terminal's foreground is the shell, so nobody would ever see or answer.
+    let inner = spool(&dir).args(["consent", "ask"]).into_command();
+    let mut sh = std::process::Command::new("bash");
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    sh.args(["-c", "set -m; \"$@\" & wait $!; echo \"exit=$?\"", "sh"])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    let mut pty = Pty::spawn(sh);
+    let (code, out) = pty.wait(Duration::from_secs(15));
+    assert!(code.success(), "{out}");
+    assert!(!out.contains("[Y/n]"), "asked a background job: {out}");
+    assert!(
+        out.contains("undecided\r\n") && out.contains("exit=0"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(dir.join("config.json")).unwrap(), before);
+}

@@ -341,3 +341,50 @@ fn a_background_flusher_sends_it_while_telemetry_is_off() {
     // Delivered: `config.json` no longer marks one pending.
     assert!(config(&dir).get("deletion_request_pending").is_none());
 }
+
+#[test]
+fn the_queue_caps_never_evict_a_pending_deletion_request() {
+    let (_t, dir) = temp();
+    let (anon, _) = recorded_with_deletion_on(&dir);
+    spool(&dir).args(["disable"]).ok();
+    assert_eq!(pending(&dir).len(), 1);
+    // Re-enabled before it was delivered; then more events than the cap allows.
+    spool(&dir).args(["enable"]).ok();
+    for name in ["a", "b", "c", "d"] {
+        spool(&dir)
+            .env("SPOOL_MAX_EVENTS", "2")
+            .args(["track", name])
+            .ok();
+    }
+    let requests = pending(&dir);
+    assert_eq!(requests.len(), 1, "evicted: {:?}", queued(&dir));
+    assert_eq!(requests[0]["anonymous_ids"], serde_json::json!([anon]));
+}
+
+#[test]
+fn an_opt_out_that_failed_on_a_busy_queue_is_completed_by_the_next() {
+    let (_t, dir) = temp();
+    let (anon, _) = recorded_with_deletion_on(&dir);
+    {
+        // Another process holds the queue's write lock past the purge's wait.
+        let mut conn = rusqlite::Connection::open(dir.join("queue.db")).unwrap();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        let out = spool(&dir).args(["disable"]).run();
+        assert!(!out.status.success(), "disable succeeded under a held lock");
+        tx.rollback().unwrap();
+    }
+    assert_eq!(config(&dir)["telemetry"], false);
+    // Running it again completes it: the request is queued and the id replaced.
+    spool(&dir).args(["disable"]).ok();
+    let requests = pending(&dir);
+    assert_eq!(requests.len(), 1, "{:?}", queued(&dir));
+    assert_eq!(requests[0]["anonymous_ids"], serde_json::json!([anon]));
+    let c = config(&dir);
+    assert_ne!(c["anonymous_id"], anon.as_str());
+    assert!(c.get("deletion_request_for").is_none(), "{c}");
+    // And a third opt-out, now complete, does nothing.
+    spool(&dir).args(["disable"]).ok();
+    assert_eq!(pending(&dir)[0]["id"], requests[0]["id"]);
+}

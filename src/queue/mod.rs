@@ -146,10 +146,13 @@ fn enforce_caps(
         return Ok(0);
     }
     // Find the newest event that must go: walk from the oldest until both caps hold.
+    // A pending deletion request is never evicted: it is what the user asked for, and
+    // losing it would leave the receiver holding what they asked it to erase.
     let mut cutoff = None;
     {
-        let mut st = tx.prepare_cached("SELECT seq, bytes FROM events ORDER BY seq")?;
-        let mut rows = st.query([])?;
+        let mut st =
+            tx.prepare_cached("SELECT seq, bytes FROM events WHERE event != ?1 ORDER BY seq")?;
+        let mut rows = st.query([crate::deletion::EVENT])?;
         while events > max_events || bytes > max_bytes {
             let Some(row) = rows.next()? else { break };
             cutoff = Some(row.get::<_, i64>(0)?);
@@ -159,8 +162,8 @@ fn enforce_caps(
     }
     let Some(cutoff) = cutoff else { return Ok(0) };
     let n = tx
-        .prepare_cached("DELETE FROM events WHERE seq <= ?1")?
-        .execute([cutoff])? as u64;
+        .prepare_cached("DELETE FROM events WHERE seq <= ?1 AND event != ?2")?
+        .execute(params![cutoff, crate::deletion::EVENT])? as u64;
     // The walk above deleted exactly these rows from the running totals.
     tx.prepare_cached("UPDATE totals SET events = ?1, bytes = ?2 WHERE id = 0")?
         .execute(params![events, bytes])?;

@@ -399,6 +399,15 @@ impl Spool {
                         erase = Some(id.clone());
                     }
                 }
+                if !on && erase.is_none() {
+                    // An earlier opt-out that failed before its request was queued
+                    // (or the id replaced): this one completes it.
+                    erase = s.deletion_request_for.clone();
+                    if erase.is_some() {
+                        s.deletion_request_pending = true;
+                    }
+                }
+                s.deletion_request_for.clone_from(&erase);
                 s.telemetry = Some(on);
                 s.telemetry_decided_at = Some(decided_at);
                 s.telemetry_fingerprint = Some(fingerprint);
@@ -427,6 +436,9 @@ impl Spool {
                 if s.anonymous_id.as_deref() == Some(anonymous_id) {
                     s.anonymous_id = Some(uuid::Uuid::new_v4().to_string());
                     s.machine_salt = Some(hex::encode(uuid::Uuid::new_v4().as_bytes()));
+                }
+                if s.deletion_request_for.as_deref() == Some(anonymous_id) {
+                    s.deletion_request_for = None;
                 }
             })?;
             st.settings = SettingsCache::default();
