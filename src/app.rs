@@ -46,13 +46,16 @@ pub fn validate_app_name(name: &str) -> Result<()> {
     }
 }
 
-/// The config directory of `app` (`~/.config/<app>` on Linux), or `None` when there
-/// is no usable home directory. A relative `HOME` is not usable: it would put the
-/// queue under whatever directory the host happens to run in.
+/// The local config directory of `app`, or `None` when there is no usable home
+/// directory: `~/.config/<app>` on Linux, `~/Library/Application Support/<app>` on
+/// macOS, `%LOCALAPPDATA%\<app>\config` on Windows (the local profile: the roaming
+/// one, `%APPDATA%`, is copied between the machines of a domain, and a queue of one
+/// machine's telemetry belongs to that machine). A relative `HOME` is not usable: it
+/// would put the queue under whatever directory the host happens to run in.
 pub fn default_dir(app: &str) -> Option<PathBuf> {
     validate_app_name(app).ok()?;
     let dirs = directories::ProjectDirs::from("", "", app)?;
-    let dir = dirs.config_dir();
+    let dir = dirs.config_local_dir();
     dir.is_absolute().then(|| dir.to_path_buf())
 }
 
@@ -105,6 +108,27 @@ mod tests {
             host_var("devtool", "ENDPOINT"),
             "DEVTOOL_TELEMETRY_ENDPOINT"
         );
+    }
+
+    /// Regression: on Windows the queue landed in the roaming profile (`%APPDATA%`).
+    #[test]
+    fn the_default_dir_is_in_the_local_profile() {
+        let dir = default_dir("mytool").expect("a home directory");
+        assert!(dir.is_absolute(), "{}", dir.display());
+        let base = directories::BaseDirs::new().expect("a home directory");
+        assert!(
+            dir.starts_with(base.config_local_dir()),
+            "{} is not under {}",
+            dir.display(),
+            base.config_local_dir().display()
+        );
+        if cfg!(windows) {
+            assert!(
+                !dir.starts_with(base.config_dir()),
+                "{} is in the roaming profile",
+                dir.display()
+            );
+        }
     }
 
     #[test]

@@ -111,7 +111,14 @@ fn os_release() -> String {
     crate::sys::os_release()
 }
 
+/// Docker, Podman and Kubernetes markers. Linux only: elsewhere these paths mean
+/// nothing (a Windows or macOS host runs Linux containers in a VM, where this code does
+/// not run), and a stray `/.dockerenv` on a Mac must not say "container".
 fn in_container() -> bool {
+    cfg!(target_os = "linux") && in_linux_container()
+}
+
+fn in_linux_container() -> bool {
     if std::path::Path::new("/.dockerenv").exists()
         || std::path::Path::new("/run/.containerenv").exists()
     {
@@ -201,5 +208,23 @@ mod tests {
         let c = Context::detect("app", Some("app@1.0.0".into()));
         assert_eq!(c.tool.as_deref(), Some("app@1.0.0"));
         assert!(!c.os.is_empty() && !c.arch.is_empty());
+    }
+
+    /// Regression: `os_release` was empty on Windows.
+    #[test]
+    fn os_release_is_the_platforms_version() {
+        let r = os_release();
+        assert!(!r.is_empty(), "no OS release");
+        let numeric = |r: &str| {
+            r.split('.').count() >= 2
+                && r.split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        };
+        if cfg!(windows) {
+            // major.minor.build, e.g. 10.0.19045
+            assert!(numeric(&r) && r.split('.').count() == 3, "{r}");
+        } else if cfg!(target_os = "macos") {
+            assert!(numeric(&r), "{r}");
+        }
     }
 }

@@ -59,6 +59,7 @@ pub(crate) enum Kind {
     #[error("{0} is not a directory")]
     NotADirectory(PathBuf),
     #[error("{path} belongs to another user (uid {uid}); refusing to use it")]
+    #[cfg_attr(not(unix), allow(dead_code))]
     ForeignOwner { path: PathBuf, uid: u32 },
     #[error(
         "the queue was written by a newer eventspool (schema {seen}, this one knows {known}); upgrade, or move the file aside"

@@ -326,12 +326,11 @@ fn is_whole_word(s: &str, start: usize, end: usize) -> bool {
 /// a `home` or `Users` directory: `/home/runner/x`, `C:\Users\admin`, `/Users/ci`.
 fn is_home_dir_name(s: &str, start: usize, end: usize) -> bool {
     let before = &s[..start];
-    let Some(parent) = before
-        .strip_suffix('/')
-        .or_else(|| before.strip_suffix('\\'))
-    else {
+    // One separator or several (`C:\\Users\\ada` in a JSON string).
+    let parent = before.trim_end_matches(['/', '\\']);
+    if parent.len() == before.len() {
         return false;
-    };
+    }
     let parent = parent.rsplit(['/', '\\']).next().unwrap_or(parent);
     (parent.eq_ignore_ascii_case("home") || parent.eq_ignore_ascii_case("users"))
         && !s[end..]
@@ -356,7 +355,36 @@ fn is_home_dir_name(s: &str, start: usize, end: usize) -> bool {
 #[derive(Debug, Clone)]
 pub struct Scrubber {
     home: Option<String>,
+    /// For a Windows home (`C:\Users\ada`, `\\server\home\ada`): a pattern that
+    /// matches it in any case and with `\`, `/` or a JSON-escaped `\\` between
+    /// components, as Windows itself resolves all of them to the same directory.
+    windows_home: Option<Regex>,
     users: Option<UserNames>,
+}
+
+/// Returns true if and only if `home` is a Windows path: a drive letter or a UNC prefix.
+fn is_windows_path(home: &str) -> bool {
+    let b = home.as_bytes();
+    (b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':') || home.starts_with(r"\\")
+}
+
+/// The pattern [`Scrubber`] uses for a Windows home directory.
+fn windows_home_pattern(home: &str) -> Option<Regex> {
+    let parts: Vec<String> = home
+        .split(['\\', '/'])
+        .filter(|p| !p.is_empty())
+        .map(regex::escape)
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    let sep = r"[\\/]+";
+    let lead = if home.starts_with(['\\', '/']) {
+        sep
+    } else {
+        ""
+    };
+    Regex::new(&format!("(?i){lead}{}", parts.join(sep))).ok()
 }
 
 impl Scrubber {
@@ -379,8 +407,13 @@ impl Scrubber {
         if let Some(last) = home.as_deref().and_then(|h| h.rsplit(['/', '\\']).next()) {
             names.push(last.to_string());
         }
+        let windows_home = home
+            .as_deref()
+            .filter(|h| is_windows_path(h))
+            .and_then(windows_home_pattern);
         Scrubber {
             home,
+            windows_home,
             users: UserNames::new(names),
         }
     }
@@ -407,7 +440,9 @@ impl Scrubber {
     /// (`~`, `<user>`, `<email>`, `<ip>`, `<redacted>`, `<secret>`).
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut s = Cow::Borrowed(text);
-        if let Some(home) = &self.home {
+        if let Some(re) = &self.windows_home {
+            s = replace_windows_home(s, re);
+        } else if let Some(home) = &self.home {
             if s.contains(home.as_str()) {
                 s = Cow::Owned(replace_path_prefix(&s, home));
             }
@@ -625,6 +660,29 @@ fn replace_path_prefix(s: &str, home: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Replaces each whole-component match of a Windows home pattern with `~`
+/// (`C:\Users\ada` must not turn `C:\Users\adam` into `~m`).
+fn replace_windows_home<'a>(s: Cow<'a, str>, re: &Regex) -> Cow<'a, str> {
+    let mut out = String::new();
+    let mut last = 0;
+    for m in re.find_iter(&s) {
+        let whole = s[m.end()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_' && c != '-' && c != '.');
+        if whole {
+            out.push_str(&s[last..m.start()]);
+            out.push('~');
+            last = m.end();
+        }
+    }
+    if last == 0 {
+        return s;
+    }
+    out.push_str(&s[last..]);
+    Cow::Owned(out)
 }
 
 /// Replaces each match of `re` for which `f` returns a replacement; borrowed text
@@ -1133,6 +1191,35 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(s.scrub(input), *want, "input: {input:?}");
         }
+    }
+
+    /// Regression: a Windows home slipped through in another case or with the other
+    /// separator (`C:/Users/ada`, `c:\USERS\ada`), and JSON-escaped (`C:\\Users\\ada`).
+    #[test]
+    fn a_windows_home_is_scrubbed_in_any_case_and_with_either_separator() {
+        let s = Scrubber::new(Some(r"C:\Users\ada"), Some("ada"));
+        for (input, want) in [
+            (r"C:\Users\ada\AppData\x.toml", r"~\AppData\x.toml"),
+            ("C:/Users/ada/src/main.rs", "~/src/main.rs"),
+            (r"c:\USERS\ADA\x", r"~\x"),
+            ("c:/users/Ada", "~"),
+            (r#"{"path":"C:\\Users\\ada\\x"}"#, r#"{"path":"~\\x"}"#),
+            (r"C:\Users\adam\x", r"C:\Users\adam\x"),
+            (r"D:\Users\ada\x", r"D:\Users\<user>\x"),
+            (r"open C:\Users\ada failed", "open ~ failed"),
+        ] {
+            assert_eq!(s.scrub(input), want, "{input}");
+        }
+        // A common-word account under Users, JSON-escaped: still the home directory's name.
+        let s = Scrubber::new(Some(r"C:\Users\runner"), Some("runner"));
+        assert_eq!(
+            s.scrub(r#"{"p":"E:\\Users\\runner\\w"}"#),
+            r#"{"p":"E:\\Users\\<user>\\w"}"#
+        );
+        // A Unix home stays exact: `/HOME/ada` is another directory there (its user
+        // name part is still a user name).
+        let s = Scrubber::new(Some("/home/ada"), None);
+        assert_eq!(s.scrub("/HOME/ada/x"), "/HOME/<user>/x");
     }
 
     /// `USER=runner` on GitHub Actions, `root` in containers: a user name that is an

@@ -31,7 +31,17 @@ pub(crate) fn read_small_regular_file(
     max: u64,
 ) -> std::result::Result<Option<String>, String> {
     use std::io::Read;
-    let file = match open_nonblocking(path) {
+    // On Windows the file is unopenable for an instant while a writer replaces it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(250);
+    let opened = loop {
+        match open_nonblocking(path) {
+            Err(e) if busy_on_windows(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            other => break other,
+        }
+    };
+    let file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot be read ({e})")),
@@ -59,6 +69,14 @@ pub(crate) fn read_small_regular_file(
     Ok(Some(text))
 }
 
+/// Returns true if and only if `e` is Windows saying a file is in use by another
+/// process for a moment (a sharing violation, or access denied to a file being
+/// replaced or deleted); never on other platforms.
+pub(crate) fn busy_on_windows(e: &std::io::Error) -> bool {
+    // ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION
+    cfg!(windows) && matches!(e.raw_os_error(), Some(5 | 32))
+}
+
 /// Opens `path` for reading without waiting for a writer: opening a FIFO that way
 /// returns at once instead of blocking until someone opens the other end.
 pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<fs::File> {
@@ -66,6 +84,10 @@ pub(crate) fn open_nonblocking(path: &Path) -> std::io::Result<fs::File> {
     opts.read(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK);
+    // FILE_FLAG_BACKUP_SEMANTICS: Windows opens a directory only with it (a directory
+    // in place of the queue file is set aside through this handle).
+    #[cfg(windows)]
+    std::os::windows::fs::OpenOptionsExt::custom_flags(&mut opts, 0x0200_0000);
     opts.open(path)
 }
 
@@ -222,8 +244,19 @@ impl Settings {
         tmp.as_file()
             .sync_all()
             .map_err(|e| Error::io(tmp.path(), e))?;
-        tmp.persist(&path).map_err(|e| Error::io(path, e.error))?;
-        Ok(())
+        // Windows refuses to replace a file another process has open at that moment
+        // (a reader of the settings): that lasts only as long as the read, so retry.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match tmp.persist(&path) {
+                Ok(_) => return Ok(()),
+                Err(e) if busy_on_windows(&e.error) && std::time::Instant::now() < deadline => {
+                    tmp = e.file;
+                    std::thread::sleep(std::time::Duration::from_millis(2 + fastrand::u64(..8)));
+                }
+                Err(e) => return Err(Error::io(path, e.error)),
+            }
+        }
     }
 }
 
@@ -251,10 +284,14 @@ pub(crate) fn stamp_of(m: &fs::Metadata) -> Stamp {
 
 /// An exclusive `flock` on the queue directory, held while settings are read and
 /// rewritten; released when dropped. Only writers take it: readers see whole files
-/// anyway, thanks to the atomic rename.
+/// anyway, thanks to the atomic rename. On Windows, where a directory cannot be
+/// locked, a named mutex for the directory's absolute path (case-folded, as Windows
+/// paths are) does the same.
 struct DirLock {
     #[cfg(unix)]
     _dir: fs::File,
+    #[cfg(windows)]
+    _mutex: crate::sys::NamedLock,
 }
 
 impl DirLock {
@@ -265,7 +302,20 @@ impl DirLock {
             crate::sys::flock_exclusive(&file).map_err(|e| Error::io(dir, e))?;
             Ok(DirLock { _dir: file })
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        {
+            use sha2::Digest;
+            let abs = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
+            let key = abs.to_string_lossy().to_lowercase();
+            let key = key.trim_end_matches(['\\', '/']);
+            let name = format!(
+                "Local\\eventspool-settings-{}",
+                hex::encode(sha2::Sha256::digest(key.as_bytes()))
+            );
+            let mutex = crate::sys::NamedLock::acquire(&name).map_err(|e| Error::io(dir, e))?;
+            Ok(DirLock { _mutex: mutex })
+        }
+        #[cfg(not(any(unix, windows)))]
         {
             let _ = dir;
             Ok(DirLock {})

@@ -1,5 +1,6 @@
 //! Every opt-out rule: recording is a no-op that leaves no file at all.
 
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
 use crate::util::{files_in, queued, spool, status, temp};
@@ -135,6 +136,7 @@ fn debug_mode_prints_to_stderr_and_queues_nothing() {
     }
 }
 
+#[cfg(unix)]
 /// Runs `spool track` with a deadline; returns (exit code, stderr, how long it took).
 fn track_within(dir: &std::path::Path, limit: Duration) -> (Option<i32>, String, Duration) {
     let t0 = Instant::now();
@@ -152,6 +154,7 @@ fn track_within(dir: &std::path::Path, limit: Duration) -> (Option<i32>, String,
     panic!("spool track still running after {limit:?}");
 }
 
+#[cfg(unix)] // FIFOs and /dev/zero
 #[test]
 fn a_settings_file_that_is_a_fifo_a_device_or_huge_never_blocks_or_slows_a_host() {
     let (_t, dir) = temp();
@@ -214,11 +217,14 @@ fn status_names_the_real_reason_telemetry_is_off() {
     assert!(line.contains("is not a directory"), "{line}");
     off_because(&dir, "is not a directory");
 
-    // A directory that belongs to someone else.
-    let (_t, dir) = temp();
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
-    off_because(&dir, "belongs to another user");
+    // A directory that belongs to someone else (Unix: Windows files have no owner uid).
+    #[cfg(unix)]
+    {
+        let (_t, dir) = temp();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+        off_because(&dir, "belongs to another user");
+    }
 
     // A malformed config.json.
     let (_t, dir) = temp();

@@ -162,8 +162,9 @@ fn garbage_and_huge_retry_after_values_are_handled() {
     flush(&dir, &server.url).env("SPOOL_BACKOFF", "1s").ok();
     let until = humantime::parse_rfc3339(status(&dir)["not_before"].as_str().unwrap()).unwrap();
     let d = until.duration_since(t0).unwrap();
+    // The upper bound allows for the flusher's start (slow under wine).
     assert!(
-        d >= Duration::from_millis(490) && d <= Duration::from_millis(1500),
+        d >= Duration::from_millis(490) && d <= Duration::from_millis(3000),
         "{d:?}"
     );
 
@@ -653,6 +654,7 @@ fn temporary_redirects_keep_the_post_and_stop_after_three_hops() {
 /// Regression: with a resolver that never answers, `spool flush --timeout 1s` took
 /// 10 s: the lookup ran on the runtime's blocking pool, and dropping the runtime
 /// waited for it. The request cut by the deadline is not counted as a failure.
+#[cfg(target_os = "linux")] // network and mount namespaces (unshare): a resolver that never answers
 #[test]
 fn flush_deadline_holds_while_dns_hangs() {
     let (_t, dir) = temp();
@@ -687,6 +689,7 @@ fn flush_deadline_holds_while_dns_hangs() {
 /// Regression: a host awaiting `flush()` in its own runtime was held at exit (the
 /// runtime's drop) for the resolver's whole timeout, and a background flusher's
 /// `close` reported that it had not finished in time.
+#[cfg(target_os = "linux")] // network and mount namespaces (unshare): a resolver that never answers
 #[test]
 fn host_runtime_and_close_hold_while_dns_hangs() {
     let (_t, dir) = temp();
@@ -717,6 +720,7 @@ fn host_runtime_and_close_hold_while_dns_hangs() {
 
 /// Not a test: a host run inside [`crate::util::with_silent_dns`] by
 /// `host_runtime_and_close_hold_while_dns_hangs`.
+#[cfg(target_os = "linux")] // network and mount namespaces (unshare): a resolver that never answers
 #[test]
 #[ignore = "entry point run inside with_silent_dns"]
 fn silent_dns_host_entry() {
@@ -1032,6 +1036,7 @@ fn detached_flush_is_not_stalled_by_a_backoff_from_a_fast_clock() {
 }
 
 /// A resolver that never answers is named as the reason, not as a bare timeout.
+#[cfg(target_os = "linux")] // network and mount namespaces (unshare): a resolver that never answers
 #[test]
 fn a_silent_resolver_is_reported_as_dns() {
     let (_t, dir) = temp();

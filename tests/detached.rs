@@ -3,18 +3,19 @@
 //! turn a host into a flusher, and the child holds none of the host's handles.
 
 use std::io::Read;
+#[cfg(unix)]
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::{
-    TestServer, assert_delivered_once, clean_command, detached_pid, example_bin, exited, files_in,
-    fill, queued, run_clean, spool, spool_bin, temp, wait_exited,
+    TestServer, assert_delivered_once, clean_command, detached_pid, example_bin, exited, fill,
+    queued, run_clean, spool, spool_bin, temp, wait_exited,
 };
 
 /// `spool flush --detach` against `dir` as a host that ignores SIGALRM and SIGTERM (both
-/// dispositions survive exec into the detached child). The child stalls inside its
+/// dispositions survive exec into the detached child; on Unix). The child stalls inside its
 /// flush, where the flush's own deadline cannot reach it, like a flush stuck in a
 /// blocking call.
 fn stalling_host(dir: &Path, url: &str, lifetime: &str) -> Command {
@@ -29,6 +30,9 @@ fn stalling_host(dir: &Path, url: &str, lifetime: &str) -> Command {
         url,
     ])
     .env("EVENTSPOOL_TEST_PAUSE", "before_request");
+    // Windows has no signal dispositions to inherit: there the child's own watchdog is
+    // all that ends it, which is what the lifetime tests check.
+    #[cfg(unix)]
     // SAFETY: only signal(), async-signal-safe, between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -115,6 +119,7 @@ fn a_stray_detached_flush_variable_leaves_a_library_host_doing_its_work() {
     assert_eq!(server.requests().len(), 1, "its usage event was sent");
 }
 
+#[cfg(target_os = "linux")] // reads the child's environment from /proc
 #[test]
 fn a_detached_childs_ticket_serves_once_and_stale_tickets_are_swept() {
     let (_t, dir) = temp();
@@ -153,7 +158,7 @@ fn a_detached_childs_ticket_serves_once_and_stale_tickets_are_swept() {
     };
     assert!(value.contains(':'), "{value}");
     std::thread::sleep(Duration::from_millis(300));
-    let tickets: Vec<String> = files_in(&dir)
+    let tickets: Vec<String> = crate::util::files_in(&dir)
         .into_iter()
         .filter(|f| f.starts_with("detached-flush-"))
         .collect();
@@ -180,7 +185,10 @@ fn a_hosts_pipes_close_when_it_exits_though_its_detached_child_lives_on() {
     fill(&dir, 3);
     let server = TestServer::answering(200);
     let mut host = stalling_host(&dir, &server.url, "5s");
+    // On Windows the pipes std gives the host are inheritable handles in it, as from
+    // any parent: a child created with handle inheritance would hold them.
     host.stdout(Stdio::piped()).stderr(Stdio::piped());
+    #[cfg(unix)]
     // SAFETY: only dup2, async-signal-safe, between fork and exec.
     unsafe {
         // A descriptor the host leaves inheritable (as from its own parent): the same

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{Reply, TestServer, clean_command, example_bin, files_in, temp};
+use crate::util::{TestServer, clean_command, example_bin, files_in, temp};
 
 /// The 32 session fields of the reference page, with the JSON type each has
 /// (`?` after it: `null` when there is nothing to measure).
@@ -413,6 +413,29 @@ fn running_dev(project: &Path, queue: &Path, endpoint: &str, env: &[(&str, &str)
     child
 }
 
+/// How [`end`] ends a running devtool.
+enum Ending {
+    Int,
+    Term,
+}
+
+/// Ends `child` as a person would: SIGINT or SIGTERM on Unix (exit 130 or 143); on
+/// Windows, which has no signal to send another process, it is terminated.
+fn end(child: &mut Child, how: Ending) {
+    #[cfg(unix)]
+    match how {
+        Ending::Int => assert_eq!(signal_and_wait(child, libc::SIGINT), Some(130)),
+        Ending::Term => assert_eq!(signal_and_wait(child, libc::SIGTERM), Some(143)),
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = how;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+#[cfg(unix)]
 /// Sends `sig` to `child` and returns its exit code, failing if it takes over 5 s.
 #[track_caller]
 fn signal_and_wait(child: &mut Child, sig: i32) -> Option<i32> {
@@ -451,14 +474,15 @@ fn queued_by_devtool(queue: &Path) -> Vec<Value> {
         .collect()
 }
 
+#[cfg(unix)] // POSIX signals; Windows has no SIGINT/SIGTERM to send a process
 #[test]
 fn sigint_to_a_running_dev_queues_a_signal_session_and_exits_130_at_once() {
     let (t, queue) = temp();
     let project = next_project(t.path());
     // An endpoint that never answers: the exit cannot wait for it.
-    let server = TestServer::start(|_, _| Reply::Hang);
+    let server = TestServer::start(|_, _| crate::util::Reply::Hang);
     let mut child = running_dev(&project, &queue, &server.url, &[]);
-    assert_eq!(signal_and_wait(&mut child, libc::SIGINT), Some(130));
+    end(&mut child, Ending::Int);
     let events = queued_by_devtool(&queue);
     let s = only(&events, "session");
     assert_fields("session", s, &SESSION_FIELDS);
@@ -469,6 +493,7 @@ fn sigint_to_a_running_dev_queues_a_signal_session_and_exits_130_at_once() {
     );
 }
 
+#[cfg(unix)] // POSIX signals; Windows has no SIGINT/SIGTERM to send a process
 #[test]
 fn sigterm_to_a_running_dev_sends_a_signal_session_and_exits_143() {
     let (t, queue) = temp();
@@ -512,7 +537,7 @@ fn opted_out_dev_writes_nothing_on_any_ending() {
     // By the variable: a signal, a crash, a clean run.
     let (_q, queue) = temp();
     let mut child = running_dev(&project, &queue, &server.url, &off);
-    assert_eq!(signal_and_wait(&mut child, libc::SIGTERM), Some(143));
+    end(&mut child, Ending::Term);
     let crash = ["dev", "--fail-after", "1"];
     let out = devtool_cmd(&project, &queue, &server.url, &crash, &off)
         .output()
@@ -529,7 +554,7 @@ fn opted_out_dev_writes_nothing_on_any_ending() {
     std::fs::create_dir_all(&queue).unwrap();
     std::fs::write(queue.join("config.json"), "{\"telemetry\": false}").unwrap();
     let mut child = running_dev(&project, &queue, &server.url, &[]);
-    assert_eq!(signal_and_wait(&mut child, libc::SIGINT), Some(130));
+    end(&mut child, Ending::Int);
     let out = devtool(&project, &queue, &server.url, &crash);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(files_in(&queue), ["config.json"]);

@@ -327,17 +327,16 @@ fn lease_holder(dir: &std::path::Path) -> Option<u32> {
 #[test]
 fn devtool_exits_at_once_with_a_hanging_endpoint_and_its_child_delivers_later() {
     let (_t, dir) = temp();
-    // The endpoint holds each request for 1.5 s before it answers.
-    let server = TestServer::start(|_, _| Reply::Delay(Duration::from_millis(1500), 200));
+    // The endpoint holds each request for 4 s before it answers.
+    let server = TestServer::start(|_, _| Reply::Delay(Duration::from_secs(4), 200));
     let t = Instant::now();
     let out = devtool(&dir, &server.url, &["dev", "--requests", "1"], &[]);
     let took = t.elapsed();
     assert!(out.status.success());
-    // Well under the endpoint's 1.5 s (start-up asks `node --version`, ~10 ms).
-    assert!(
-        took < Duration::from_secs(1),
-        "devtool took {took:?} to exit"
-    );
+    // Well under the endpoint's 4 s (start-up asks `node --version`, ~10 ms; a
+    // process start under wine on a loaded machine can take a second).
+    let bound = Duration::from_secs(if cfg!(windows) { 2 } else { 1 });
+    assert!(took < bound, "devtool took {took:?} to exit");
 
     server.wait_for_requests(1, Duration::from_secs(5));
     let child = lease_holder(&dir).expect("the detached child holds the lease while it sends");
@@ -435,6 +434,7 @@ fn notice_prints_once_and_never_with_consent_off() {
     assert!(err.is_empty());
 }
 
+#[cfg(unix)]
 /// Runs devtool in a pseudo-terminal (util-linux `script`), as a person would.
 fn devtool_in_terminal(dir: &std::path::Path, env: &str) -> String {
     let cmd = format!(
@@ -450,6 +450,7 @@ fn devtool_in_terminal(dir: &std::path::Path, env: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+#[cfg(unix)] // a pseudo-terminal through util-linux `script`
 #[test]
 fn devtool_notice_shows_once_in_a_terminal_and_never_when_piped_or_opted_out() {
     if std::process::Command::new("script")

@@ -19,7 +19,9 @@ fn spool_track_waits_well_under_a_second_for_a_held_write_lock() {
     let line = spool(&dir).args(["track", "while-locked"]).fails_with(1);
     let took = t0.elapsed();
     assert!(line.contains("locked"), "{line}");
-    assert!(took < Duration::from_secs(1), "waited {took:?}");
+    // The whole process: under wine starting one takes up to a second more.
+    let limit = Duration::from_secs(if cfg!(windows) { 3 } else { 1 });
+    assert!(took < limit, "waited {took:?}");
     eprintln!("held lock: spool track gave up after {took:?}");
     drop(tx);
     assert_eq!(queued(&dir).len(), 1, "nothing queued was lost");
@@ -29,10 +31,16 @@ fn spool_track_waits_well_under_a_second_for_a_held_write_lock() {
 fn error_lines_name_each_cause_once() {
     let (_t, dir) = temp();
     std::fs::write(&dir, "a file").unwrap();
+    // ENOTDIR on Unix; Windows says ERROR_ALREADY_EXISTS for a file in the way.
+    let not_a_directory = if cfg!(windows) {
+        "os error 183"
+    } else {
+        "os error 20"
+    };
     let line = spool(&dir.join("sub")).args(["track", "e"]).fails_with(1);
-    assert_eq!(line.matches("os error 20").count(), 1, "{line}");
+    assert_eq!(line.matches(not_a_directory).count(), 1, "{line}");
     let line = spool(&dir.join("sub")).args(["disable"]).fails_with(1);
-    assert_eq!(line.matches("os error 20").count(), 1, "{line}");
+    assert_eq!(line.matches(not_a_directory).count(), 1, "{line}");
 }
 
 #[test]
@@ -115,14 +123,18 @@ fn small_input_mistakes_get_a_clear_answer() {
     let line = spool(&dir).args(["list", "--limit", "0"]).fails_with(2);
     assert!(line.contains("--limit"), "{line}");
     // A property no event can hold is refused, not silently turned into <redacted>.
-    let big = format!("blob={}", "a".repeat(40_000));
-    let line = spool(&dir).args(["track", "big", "-p", &big]).fails_with(1);
-    assert!(line.contains("limit"), "{line}");
-    assert_eq!(queued(&dir).len(), 1);
-    // An error message that long is truncated as documented, not refused.
-    let err = format!("error.message={}", "why ".repeat(10_000));
-    spool(&dir).args(["track", "failed", "-p", &err]).ok();
-    assert_eq!(queued(&dir).len(), 2);
+    // (A 40 000-character argument: Windows command lines stop at 32 767.)
+    #[cfg(unix)]
+    {
+        let big = format!("blob={}", "a".repeat(40_000));
+        let line = spool(&dir).args(["track", "big", "-p", &big]).fails_with(1);
+        assert!(line.contains("limit"), "{line}");
+        assert_eq!(queued(&dir).len(), 1);
+        // An error message that long is truncated as documented, not refused.
+        let err = format!("error.message={}", "why ".repeat(10_000));
+        spool(&dir).args(["track", "failed", "-p", &err]).ok();
+        assert_eq!(queued(&dir).len(), 2);
+    }
 }
 
 #[test]
@@ -224,6 +236,7 @@ fn flush_detach_says_why_it_started_nothing() {
     assert!(out.contains("the queue is empty"), "{out}");
 }
 
+#[cfg(unix)] // POSIX modes and another uid
 #[test]
 fn error_lines_name_a_permission_problem_once() {
     use std::os::unix::fs::PermissionsExt;

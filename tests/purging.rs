@@ -179,6 +179,7 @@ fn tick_for_four_seconds(host: &Spool) -> usize {
     recorded
 }
 
+#[cfg(unix)] // breaks the queue with a symbolic link (a privilege on Windows)
 #[test]
 fn recording_resumes_after_a_storage_failure_while_the_host_keeps_tracking() {
     let (_t, dir) = temp();

@@ -1,9 +1,10 @@
 //! The queue file: caps, permissions, recovery from corruption, concurrent writers.
 
 use std::collections::HashSet;
+#[cfg(unix)]
 use std::os::unix::fs::PermissionsExt;
 
-use crate::util::{files_in, queued, spool, spool_bin, status, temp};
+use crate::util::{files_in, queued, spool, status, temp};
 
 #[test]
 fn caps_drop_the_oldest_and_count_them() {
@@ -41,12 +42,13 @@ fn caps_drop_the_oldest_and_count_them() {
     assert_eq!(kept.len() as u64 + s["dropped"]["cap"].as_u64().unwrap(), 6);
 }
 
+#[cfg(unix)] // umask and POSIX modes
 #[test]
 fn permissions_are_private_under_umask_000() {
     let (_t, dir) = temp();
     let script = format!(
         "umask 000; exec '{}' --dir '{}' track e",
-        spool_bin(),
+        crate::util::spool_bin(),
         dir.display()
     );
     let out = std::process::Command::new("sh")
@@ -81,6 +83,7 @@ fn corrupt_queue_files_are_set_aside_and_a_fresh_queue_started() {
     for (what, bytes) in cases {
         let (_t, dir) = temp();
         std::fs::create_dir_all(&dir).unwrap();
+        #[cfg(unix)]
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         std::fs::write(dir.join("queue.db"), &bytes).unwrap();
         spool(&dir).args(["track", "after"]).ok();
@@ -178,6 +181,7 @@ fn eight_processes_tracking_at_once_lose_nothing() {
     );
 }
 
+#[cfg(unix)] // symbolic links need a privilege on Windows
 #[test]
 fn symlinked_queue_directory_is_refused() {
     let (t, dir) = temp();

@@ -53,15 +53,26 @@
 mod util;
 
 mod consent;
+// Runs `spool` on real pseudo-terminals (openpty), which Windows does not have.
+#[cfg(unix)]
 mod consent_prompt;
 mod deletion_request;
 mod delivery;
 mod destinations;
+// Against the counterparts (rotel's collector, the vendors' Python SDKs), which
+// .ci/counterparts installs as Linux programs: Linux-side checks of our bodies.
+#[cfg(unix)]
 mod destinations_otlp;
+#[cfg(unix)]
 mod destinations_vendors;
 mod detached;
 mod devtool_example;
+// Runs the machine's `node` and `python3` (Linux programs here) as hosts.
+#[cfg(unix)]
 mod example_hosts;
+// Runs cargo (a Linux program here) on the manifest: the dependency tree it checks
+// does not depend on the test's target.
+#[cfg(unix)]
 mod features;
 mod flushers;
 mod fuzz_corpus;

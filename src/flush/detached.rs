@@ -136,28 +136,46 @@ impl Spool {
         let mut value = std::ffi::OsString::from(&token);
         value.push(":");
         value.push(dir.as_os_str());
-        let mut cmd = std::process::Command::new(&exe);
-        cmd.env(DETACHED_ENV, value)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        #[cfg(unix)]
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        crate::sys::close_inherited_descriptors(&mut cmd);
-        let mut child = match cmd.spawn() {
-            Ok(child) => child,
+        let pid = match spawn_child(&exe, &value) {
+            Ok(pid) => pid,
             Err(e) => {
                 let _ = std::fs::remove_file(&ticket);
                 return Err(Error::io(exe, e));
             }
         };
-        let pid = child.id();
-        // Reap it if the host outlives it, so no zombie is left behind.
-        let _ = std::thread::Builder::new()
-            .name("eventspool-reap".into())
-            .spawn(move || child.wait());
         Ok(Detached::Spawned(pid))
     }
+}
+
+/// Starts `exe` as the detached child named by `ticket_value`: null standard streams, a
+/// process group of its own, and none of the host's handles. Returns its pid.
+#[cfg(not(windows))]
+fn spawn_child(exe: &Path, ticket_value: &OsStr) -> std::io::Result<u32> {
+    let mut cmd = std::process::Command::new(exe);
+    cmd.env(DETACHED_ENV, ticket_value)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    crate::sys::close_inherited_descriptors(&mut cmd);
+    let mut child = cmd.spawn()?;
+    let pid = child.id();
+    // Reap it if the host outlives it, so no zombie is left behind.
+    let _ = std::thread::Builder::new()
+        .name("eventspool-reap".into())
+        .spawn(move || child.wait());
+    Ok(pid)
+}
+
+/// Windows: std's `Command` would hand the child every inheritable handle of the host
+/// (it always creates processes with handle inheritance on), so the child is created
+/// directly, inheriting nothing, with `DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP |
+/// CREATE_NO_WINDOW`: no console shared with the host, none of its own, no window,
+/// and the host's Ctrl-C does not reach it.
+#[cfg(windows)]
+fn spawn_child(exe: &Path, ticket_value: &OsStr) -> std::io::Result<u32> {
+    crate::sys::spawn_detached(exe, OsStr::new(DETACHED_ENV), ticket_value)
 }
 
 /// What [`Spool::flush_detached`] did.

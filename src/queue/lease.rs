@@ -29,40 +29,29 @@ fn hostname() -> &'static str {
     HOST.get_or_init(|| gethostname::gethostname().to_string_lossy().into_owned())
 }
 
-/// Returns false only when the holder is known to be gone: same host, and its pid does
-/// not exist, is a zombie, or belongs to a process started at another time.
+/// Returns false only when the holder is known to be gone: same host, and the OS says
+/// its pid does not exist, has ended (a zombie, an exited Windows process whose
+/// handle is still open), or belongs to a process started at another time (a reused
+/// pid). See `sys::process` for how each platform tells.
 pub(crate) fn alive(h: &Holder) -> bool {
     if h.host != hostname() {
         // Another machine sharing the directory: only the lease's expiry can tell.
         return true;
     }
-    if !pid_exists(h.pid) {
-        return false;
-    }
-    match proc_stat(h.pid) {
-        Some((state, started)) => state != 'Z' && (h.started == 0 || started == h.started),
-        None => true,
+    match crate::sys::process(h.pid) {
+        crate::sys::Process::Gone => false,
+        crate::sys::Process::Running(started) => {
+            h.started == 0 || started.is_none_or(|s| s == h.started)
+        }
     }
 }
 
-fn pid_exists(pid: u32) -> bool {
-    crate::sys::pid_exists(pid)
-}
-
+/// The start time of process `pid` as `sys::process` reports it.
 fn start_time(pid: u32) -> Option<i64> {
-    proc_stat(pid).map(|(_, t)| t)
-}
-
-/// State letter and start time (clock ticks since boot) from `/proc/PID/stat`.
-fn proc_stat(pid: u32) -> Option<(char, i64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    // Field 22 overall is the start time; after the name we are at field 3.
-    let started = fields.nth(22 - 4)?.parse().ok()?;
-    Some((state, started))
+    match crate::sys::process(pid) {
+        crate::sys::Process::Running(started) => started,
+        crate::sys::Process::Gone => None,
+    }
 }
 
 #[cfg(test)]
@@ -73,7 +62,12 @@ mod tests {
     fn this_process_is_alive_and_a_dead_child_is_not() {
         let me = me();
         assert!(alive(&me));
-        let mut child = std::process::Command::new("true").spawn().unwrap();
+        // This test binary, re-run on no test: it exits at once, on every platform.
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "no-such-test"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         let pid = child.id();
         child.wait().unwrap();
         let gone = Holder {
@@ -88,12 +82,45 @@ mod tests {
             started: me.started + 1,
             ..me.clone()
         };
-        if me.started != 0 {
+        // Every platform with a liveness check of its own reports a start time.
+        let reports_start = cfg!(any(target_os = "linux", target_os = "macos", windows));
+        assert_eq!(me.started != 0, reports_start, "start time {}", me.started);
+        if reports_start {
             assert!(
                 !alive(&recycled),
                 "a different start time means another process"
             );
         }
+    }
+
+    /// The pid of a child that has ended but whose handle (Windows) or zombie (Unix)
+    /// is still held, not yet waited for, is no live holder.
+    #[test]
+    fn an_ended_child_not_yet_waited_for_is_not_alive() {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "no-such-test"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let started = start_time(pid).unwrap_or(0);
+        let holder = Holder {
+            pid,
+            started,
+            host: hostname().to_string(),
+            token: "t".into(),
+        };
+        let t = std::time::Instant::now();
+        while alive(&holder) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(60),
+                "an ended child still counts as alive"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Not reaped until now: the zombie / open handle was there all along.
+        child.wait().unwrap();
+        assert!(!alive(&holder));
     }
 }
 

@@ -181,15 +181,26 @@ impl Failure {
     }
 }
 
-#[cfg(unix)]
+/// The file's identity (device and inode, or volume and file index on Windows).
 pub(super) fn file_id(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    crate::sys::file_identity(path)
 }
 
-#[cfg(not(unix))]
-pub(super) fn file_id(_path: &Path) -> Option<(u64, u64)> {
-    None
+/// Renames `from` to `to`. On Windows a file another process has open through SQLite
+/// (which opens without delete sharing) cannot be renamed: the sharing violation lasts
+/// only while that process tries to open it too, so it is retried for up to 5 s.
+fn rename_when_closed(from: &Path, to: &Path) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match fs::rename(from, to) {
+            Err(e)
+                if crate::settings::busy_on_windows(&e) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5 + fastrand::u64(..20)));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Renames an invalid queue file (and its WAL and shared-memory files) aside, never
@@ -220,10 +231,10 @@ pub(super) fn set_aside(
     for suffix in ["-wal", "-shm"] {
         let from = PathBuf::from(format!("{}{suffix}", path.display()));
         if from.exists() {
-            let _ = fs::rename(&from, format!("{}{suffix}", aside.display()));
+            let _ = rename_when_closed(&from, Path::new(&format!("{}{suffix}", aside.display())));
         }
     }
-    fs::rename(path, &aside).map_err(|e| Error::io(path, e))?;
+    rename_when_closed(path, &aside).map_err(|e| Error::io(path, e))?;
     let note = format!(
         "{} was not a valid queue ({why}); moved it to {} and started a fresh queue",
         path.display(),

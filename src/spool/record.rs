@@ -224,8 +224,15 @@ impl Spool {
                         }
                     }
                     Err(e) => {
-                        // Reopen next time: if the file went bad, opening sets it aside.
-                        st.queue = None;
+                        // Reopen next time if the file may have gone bad (opening sets
+                        // it aside), but not after a lock wait ran out: that says
+                        // nothing about the file, and a reopen per busy commit costs a
+                        // connection each time (under Wine every one of those stays
+                        // open in wineserver while any process holds a lock on the
+                        // queue, until it runs out of descriptors).
+                        if !e.is_transient() {
+                            st.queue = None;
+                        }
                         return Err(e);
                     }
                 }

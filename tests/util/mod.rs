@@ -10,20 +10,80 @@
 
 mod children;
 mod cli;
+#[cfg(unix)]
 mod counterparts;
+#[cfg(unix)]
 mod pty;
 mod server;
 
 pub use children::*;
 pub use cli::*;
+#[cfg(unix)]
 pub use counterparts::*;
+#[cfg(unix)]
 pub use pty::*;
 pub use server::*;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
+
+/// This user's real home directory as the platform names it (`HOME` on Unix,
+/// `USERPROFILE` on Windows, where the library asks the known-folder API, which agrees).
+pub fn real_home() -> String {
+    let var = if cfg!(windows) { "USERPROFILE" } else { "HOME" };
+    std::env::var(var).unwrap_or_else(|_| "/root".into())
+}
+
+/// `prefix`, one code unit that is not valid Unicode (a 0xFF byte on Unix, an unpaired
+/// surrogate on Windows), then `suffix`: an argument no `str` can hold.
+pub fn not_unicode(prefix: &str, suffix: &str) -> std::ffi::OsString {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStringExt;
+        let mut bytes = prefix.as_bytes().to_vec();
+        bytes.push(0xff);
+        bytes.extend_from_slice(suffix.as_bytes());
+        std::ffi::OsString::from_vec(bytes)
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::ffi::OsStringExt;
+        let mut wide: Vec<u16> = prefix.encode_utf16().collect();
+        wide.push(0xD800);
+        wide.extend(suffix.encode_utf16());
+        std::ffi::OsString::from_wide(&wide)
+    }
+}
+
+/// The identity of the file at `path`: device and inode on Unix, volume serial number
+/// and file index on Windows.
+pub fn file_identity(path: &Path) -> (u64, u64) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).expect("file exists");
+        (meta.dev(), meta.ino())
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::AsRawHandle;
+        use windows_sys::Win32::Storage::FileSystem::{
+            BY_HANDLE_FILE_INFORMATION, GetFileInformationByHandle,
+        };
+        let file = std::fs::File::open(path).expect("file exists");
+        // SAFETY: the handle is open for the call; the struct is ours to fill.
+        unsafe {
+            let mut info: BY_HANDLE_FILE_INFORMATION = std::mem::zeroed();
+            assert_ne!(
+                GetFileInformationByHandle(file.as_raw_handle(), &mut info),
+                0
+            );
+            let index = (u64::from(info.nFileIndexHigh) << 32) | u64::from(info.nFileIndexLow);
+            (u64::from(info.dwVolumeSerialNumber), index)
+        }
+    }
+}
 
 /// Every file and directory under `root`, relative to it, sorted (links not followed).
 pub fn tree(root: &Path) -> Vec<String> {
@@ -35,7 +95,13 @@ pub fn tree(root: &Path) -> Vec<String> {
         };
         for e in rd.flatten() {
             let p = e.path();
-            out.push(p.strip_prefix(root).unwrap_or(&p).display().to_string());
+            // `/` between components on every platform, so listings compare as one.
+            let rel = p.strip_prefix(root).unwrap_or(&p);
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(parts.join("/"));
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 stack.push(p);
             }
@@ -85,9 +151,13 @@ pub fn fill(dir: &Path, n: usize) -> Vec<String> {
         .collect()
 }
 
+#[cfg(unix)]
 /// The account database's name for the user running the tests (`id -un`).
 pub fn account_name() -> String {
-    let out = Command::new("id").arg("-un").output().expect("id runs");
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("id runs");
     assert!(out.status.success(), "id -un failed");
     String::from_utf8(out.stdout)
         .expect("utf-8")

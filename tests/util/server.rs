@@ -50,6 +50,7 @@ pub struct Received {
     pub body: Value,
     /// The body's bytes, gunzipped if it was sent gzipped: what a protobuf body is
     /// decoded from.
+    #[cfg_attr(windows, allow(dead_code))] // read by the Unix-only OTLP tests
     pub raw: Vec<u8>,
 }
 
@@ -128,6 +129,7 @@ impl TestServer {
         server
     }
 
+    #[cfg_attr(windows, allow(dead_code))] // used by the Unix-only destination tests
     /// The server's origin, `http://127.0.0.1:PORT`, for destinations that add their
     /// own path to a base URL.
     pub fn origin(&self) -> String {
@@ -353,23 +355,9 @@ fn serve_conn(
     }
 }
 
-/// Closes with RST instead of FIN (SO_LINGER 0).
+/// Closes with RST instead of FIN (SO_LINGER 0), on every platform.
 fn reset(stream: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: setsockopt on a socket we own with a correctly sized struct.
-    unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &linger as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 /// A loopback port with nothing listening on it.
