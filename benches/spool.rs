@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use eventspool::{Event, Spool};
+use eventspool::{Catalog, DeclaredEvent, DeclaredProperty, Event, Spool};
 
 fn quick() -> bool {
     std::env::var_os("SPOOL_BENCH_QUICK").is_some()
@@ -195,6 +195,146 @@ fn bench_warm_track(rows: &mut Vec<Row>) -> f64 {
         format!("{r:.0} events/s"),
     ));
     r
+}
+
+/// An event of 30 properties of every declared type (strings, integers, numbers,
+/// booleans, enums, string lists, dotted names), and the catalog that declares them.
+fn wide_event(i: usize) -> Event {
+    let mut e = Event::new("session");
+    for k in 0..30 {
+        let name = if k % 5 == 4 {
+            format!("host.f{k}")
+        } else {
+            format!("f{k}")
+        };
+        e = match k % 6 {
+            0 => e.property(name, "nextjs"),
+            1 => e.property(name, (i + k) as u64),
+            2 => e.property(name, 0.5),
+            3 => e.property(name, i % 2 == 0),
+            4 => e.property(name, if i % 2 == 0 { "clean" } else { "signal" }),
+            _ => e.property(name, vec!["prisma", "pg"]),
+        };
+    }
+    e
+}
+
+fn wide_catalog(app: &str) -> Catalog {
+    let mut event = DeclaredEvent::usage("session", "The session summary.");
+    for k in 0..30 {
+        let name = if k % 5 == 4 {
+            format!("host.f{k}")
+        } else {
+            format!("f{k}")
+        };
+        event = event.property(match k % 6 {
+            0 => DeclaredProperty::string(name, "p").max_length(100),
+            1 => DeclaredProperty::integer(name, "p"),
+            2 => DeclaredProperty::number(name, "p"),
+            3 => DeclaredProperty::bool(name, "p"),
+            4 => DeclaredProperty::one_of(name, ["clean", "error", "signal"], "p"),
+            _ => DeclaredProperty::string_list(name, "p"),
+        });
+    }
+    Catalog::new(app).event(event)
+}
+
+/// `track()` of the same 30-property event with and without a catalog that declares
+/// it: spools on the same queue file, called in turn (the order rotating), so all see
+/// the same disk, file and WAL. A second spool without a catalog is the control: what
+/// it "adds" is the measurement's own bias. Besides p50/p99 of each, the added cost is
+/// the median of the differences between calls made one after the other, which
+/// cancels the disk's drift. Then the same on opted-out spools: the catalog is asked
+/// before consent, so there it is all they do besides the consent check.
+fn bench_catalog(rows: &mut Vec<Row>) {
+    let limits = eventspool::Limits {
+        max_events: 10_000_000,
+        max_bytes: 1 << 34,
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    type Env = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+    let on: Env = std::sync::Arc::new(|_: &str| None);
+    let off: Env =
+        std::sync::Arc::new(|k: &str| (k == "BENCH_TELEMETRY").then(|| "false".to_string()));
+    for (env, what) in [
+        (on, "track()"),
+        (off, "track(), opted out (the check alone)"),
+    ] {
+        let build = |catalog: bool| {
+            let b = Spool::builder("bench")
+                .dir(dir.path())
+                .limits(limits.clone())
+                .env(env.clone());
+            if catalog {
+                b.catalog(wide_catalog("bench")).try_build().unwrap()
+            } else {
+                b.build()
+            }
+        };
+        // [without, without (control), with]
+        let spools = [build(false), build(false), build(true)];
+        for i in 0..1000 {
+            for s in &spools {
+                s.track(wide_event(i));
+            }
+        }
+        let n = scale(20_000);
+        let mut times: [Vec<Duration>; 3] = Default::default();
+        for i in 0..n {
+            let mut events: Vec<Option<Event>> = (0..3).map(|_| Some(wide_event(i))).collect();
+            for k in 0..3 {
+                let which = (i + k) % 3;
+                let e = events[which].take().unwrap();
+                let t = Instant::now();
+                spools[which].track(e);
+                times[which].push(t.elapsed());
+            }
+        }
+        assert_eq!(spools.iter().map(Spool::failures).sum::<u64>(), 0);
+        let paired = |x: usize| {
+            let mut d: Vec<f64> = times[x]
+                .iter()
+                .zip(&times[0])
+                .map(|(a, b)| a.as_secs_f64() - b.as_secs_f64())
+                .collect();
+            d.sort_by(f64::total_cmp);
+            d[d.len() / 2] * 1e6
+        };
+        let (control, added) = (paired(1), paired(2));
+        let sorted: Vec<Vec<Duration>> = times
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                t.sort();
+                t
+            })
+            .collect();
+        let p50 = |x: usize| percentile(&sorted[x], 0.5).as_secs_f64() * 1e6;
+        let p99 = |x: usize| percentile(&sorted[x], 0.99).as_secs_f64() * 1e6;
+        rows.push(Row(
+            format!("catalog: {what}, 30 properties, no catalog"),
+            p50_p99(&sorted[0]),
+            format!(
+                "control (a second spool without one): {:+.1} µs at p50, paired {control:+.1} µs",
+                p50(1) - p50(0)
+            ),
+        ));
+        rows.push(Row(
+            format!("catalog: {what}, 30 properties, 30-property catalog"),
+            p50_p99(&sorted[2]),
+            format!(
+                "added: p50 {:+.1} µs, p99 {:+.1} µs, paired median {added:+.1} µs (target: at most 2 µs at p50)",
+                p50(2) - p50(0),
+                p99(2) - p99(0)
+            ),
+        ));
+    }
+    let spool = Spool::builder("bench").dir(dir.path()).build();
+    assert!(
+        spool.list(10).unwrap().len() == 10,
+        "the spools recorded their events"
+    );
 }
 
 fn bench_batch_track(rows: &mut Vec<Row>) -> f64 {
@@ -561,6 +701,9 @@ fn main() {
     let _qf_nosync = want("queue-file").then(|| bench_queue_file(&mut rows, false));
     let warm = want("warm").then(|| bench_warm_track(&mut rows));
     let batch = want("batch").then(|| bench_batch_track(&mut rows));
+    if want("catalog") {
+        bench_catalog(&mut rows);
+    }
     if want("cold") {
         bench_cold_track(&mut rows);
     }

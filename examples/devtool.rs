@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser};
-use eventspool::{Context, Event, Spool};
+use eventspool::{Catalog, Context, Event, Spool};
 use serde_json::Value;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
@@ -41,95 +41,10 @@ macro_rules! say {
 const APP: &str = "devtool";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The journey events: name, key fields and why each is sent, as the page publishes
-/// them (`telemetry schema` shows the purpose beside every key field).
-const JOURNEY: [(&str, &[&str], &str); 5] = [
-    (
-        "cli_invoked",
-        &["command", "has_package_json", "cwd_has_node_modules"],
-        "Understand how users install devtool",
-    ),
-    (
-        "setup_completed",
-        &[
-            "framework",
-            "framework_detection_candidates",
-            "adapters_detected",
-            "adapters_failed",
-            "setup_duration_ms",
-        ],
-        "Diagnose setup failures",
-    ),
-    (
-        "first_request",
-        &["port", "time_to_first_request_ms"],
-        "Track time to first value",
-    ),
-    (
-        "dashboard_viewed",
-        &["time_to_dashboard_ms", "request_count_at_open"],
-        "Dashboard discovery rate",
-    ),
-    (
-        "cli_uninstall",
-        &[
-            "instrumentation_removed",
-            "package_removed",
-            "mcp_removed",
-            "data_removed",
-        ],
-        "Understand churn",
-    ),
-];
-
-/// The 32 fields of the `session` summary, in the published order, and their purposes.
-/// `session_event` sets exactly these.
-const SESSION_FIELDS: [(&str, &str); 32] = [
-    ("brakit_version", "Track version adoption"),
-    ("node_version", "Ensure compatibility"),
-    ("os", "Platform support"),
-    ("arch", "Platform support"),
-    ("sdk", "Which SDK sent it (Rust, Node, Python)"),
-    ("framework", "Prioritize framework support"),
-    ("package_manager", "Testing prioritization"),
-    ("is_custom_command", "Usage patterns"),
-    ("first_session", "New vs returning users"),
-    ("adapters_detected", "Adapter adoption"),
-    ("adapters_failed", "Diagnose adapter issues"),
-    ("framework_detection_candidates", "Understand user stacks"),
-    ("request_count", "Usage volume"),
-    ("error_count", "Error detection effectiveness"),
-    ("query_count", "Query instrumentation usage"),
-    ("fetch_count", "Fetch tracking usage"),
-    ("insight_count", "Detection effectiveness"),
-    ("finding_count", "Security rule effectiveness"),
-    ("insight_types", "Prioritize insight categories"),
-    ("rules_triggered", "Prioritize security rules"),
-    ("endpoint_count", "App complexity"),
-    ("avg_duration_ms", "Performance baselines"),
-    ("slowest_endpoint_bucket", "Performance distribution"),
-    ("tabs_viewed", "Dashboard UX improvements"),
-    ("dashboard_opened", "Feature adoption"),
-    ("explain_used", "Feature adoption"),
-    ("session_duration_s", "Session patterns"),
-    ("setup_succeeded", "Setup success rate"),
-    ("setup_duration_ms", "Setup performance"),
-    ("time_to_first_request_ms", "Time to value"),
-    ("time_to_dashboard_ms", "Dashboard discovery rate"),
-    ("exit_reason", "Understand session endings"),
-];
-
-/// What devtool never sends, published by `telemetry schema`.
-const NEVER_COLLECTED: [&str; 8] = [
-    "URLs, query strings or request paths",
-    "SQL queries or database contents",
-    "Request or response bodies",
-    "Source code or file contents",
-    "API keys, tokens or secrets",
-    "Project names or file paths",
-    "IP addresses",
-    "Anything that identifies a person",
-];
+/// What devtool declares it sends: the journey events with their key fields, the 32
+/// session fields, what it never collects, with the purpose of each field. The Node
+/// and Python dev tools pass the same file to `spool --catalog`.
+const CATALOG: &str = include_str!("catalogs/devtool.json");
 
 /// Frameworks by package name, most specific first: the first one found is the
 /// project's framework.
@@ -204,31 +119,15 @@ struct Dev {
 }
 
 fn spool() -> Spool {
-    let mut builder = Spool::builder(APP)
+    let builder = Spool::builder(APP)
         .tool(APP, VERSION)
-        .endpoint("https://telemetry.devtool.example/v1/events")
-        .describe(|| {
-            let project = Project::sample();
-            vec![
-                cli_invoked("dev", &project),
-                setup_completed(&project, 42),
-                first_request(3000, 3200),
-                dashboard_viewed(8500, 12),
-                cli_uninstall(&project, true),
-                session_event(&Session::sample()),
-                // A session that served nothing: its measures are `null`.
-                session_event(&Session {
-                    exit_reason: "signal",
-                    ..Session::default()
-                }),
-            ]
-        })
-        .purposes("session", SESSION_FIELDS)
-        .never_collected(NEVER_COLLECTED);
-    for (event, fields, purpose) in JOURNEY {
-        builder = builder.purposes(event, fields.iter().map(|f| (*f, purpose)));
+        .endpoint("https://telemetry.devtool.example/v1/events");
+    // Recording refuses anything the catalog does not declare, and `telemetry
+    // schema` prints it as the page to publish. (The tests check it is valid.)
+    match Catalog::from_json(CATALOG) {
+        Ok(catalog) => builder.catalog(catalog).build(),
+        Err(_) => builder.build(),
     }
-    builder.build()
 }
 
 /// What devtool learns about the project in the current directory.
@@ -296,20 +195,6 @@ impl Project {
             adapters,
             package_manager,
             has_mcp_config: dir.join(".mcp.json").is_file(),
-        }
-    }
-
-    fn sample() -> Project {
-        Project {
-            has_package_json: true,
-            has_node_modules: true,
-            setup_succeeded: true,
-            framework: "nextjs",
-            candidates: vec!["next", "prisma"],
-            adapters: vec!["prisma"],
-            adapters_failed: vec![],
-            package_manager: "pnpm",
-            has_mcp_config: true,
         }
     }
 
@@ -386,35 +271,6 @@ struct Session {
 }
 
 impl Session {
-    fn sample() -> Session {
-        Session {
-            node_version: Some("v20.11.0".into()),
-            os: "linux-6.1.0".into(),
-            arch: "x86_64".into(),
-            project: Project::sample(),
-            first_session: true,
-            requests: 142,
-            errors: 3,
-            queries: 87,
-            fetches: 24,
-            insights: 5,
-            findings: 2,
-            insight_types: vec!["n1", "slow"],
-            rules_triggered: vec!["stack-trace-leak"],
-            endpoints: 12,
-            total_duration_ms: 142 * 230,
-            slowest_ms: Some(1450),
-            tabs_viewed: vec!["requests", "queries"],
-            dashboard_opened: true,
-            duration: Duration::from_secs(1823),
-            setup_ms: 42,
-            ttfr_ms: Some(3200),
-            ttd_ms: Some(8500),
-            exit_reason: "clean",
-            ..Session::default()
-        }
-    }
-
     /// Serves simulated request number `i` (from 0), counting what it shows.
     fn serve(&mut self, i: u64) {
         let n = i as usize;

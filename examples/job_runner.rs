@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::{Args, Parser, ValueEnum};
-use eventspool::{Context, Event, FlushOptions, Limits, Spool};
+use eventspool::{Catalog, Context, Event, FlushOptions, Limits, Spool};
 use sha2::Digest;
 
 const APP: &str = "jobrunner";
@@ -81,35 +81,25 @@ impl Trigger {
     }
 }
 
+/// What jobrunner declares it sends: the published table, field for field. The Node
+/// and Python job runners pass the same file to `spool --catalog`.
+const CATALOG: &str = include_str!("catalogs/jobrunner.json");
+
 fn spool() -> Spool {
-    Spool::builder(APP)
+    let builder = Spool::builder(APP)
         .tool(APP, VERSION)
         // JOBRUNNER_TELEMETRY_ENDPOINT overrides this, e.g. to point at `spool serve`.
         .endpoint("https://telemetry.jobrunner.example/v1/usage")
         .limits(Limits {
             batch_size: 1,
             ..Limits::default()
-        })
-        .describe(|| {
-            let job = Job {
-                trigger: Trigger::Service,
-                provider: "github".into(),
-                owner: "acme".into(),
-                project: "web".into(),
-                package_manager: "npm".into(),
-                multi_ecosystem: false,
-                fail: None,
-                work_ms: 0,
-            };
-            vec![usage_event(
-                &job,
-                "00000000-0000-0000-0000-000000000000",
-                SystemTime::now(),
-                Duration::ZERO,
-                Some("error"),
-            )]
-        })
-        .build()
+        });
+    // Recording refuses anything the catalog does not declare, and `telemetry
+    // schema` prints it as the page to publish. (The tests check it is valid.)
+    match Catalog::from_json(CATALOG) {
+        Ok(catalog) => builder.catalog(catalog).build(),
+        Err(_) => builder.build(),
+    }
 }
 
 /// The one event a job sends, with exactly the fields of the original design.

@@ -45,7 +45,10 @@
 //! - delivery: [`Spool::flush`] / [`Spool::flush_blocking`] ([`FlushOptions`],
 //!   [`FlushReport`]), [`Spool::start_background_flusher`] ([`BackgroundFlusher`]),
 //!   [`Spool::flush_detached`] with [`detached_flush_hook`];
-//! - what is sent: [`Spool::schema`] ([`Schema`]), [`Context`];
+//! - what is sent: a [`Catalog`] ([`SpoolBuilder::catalog`], or a JSON file with
+//!   [`Catalog::from_json`]) declares every event and property, recording refuses the
+//!   rest, and [`Spool::page`] ([`Page`]) is the page to publish; without one,
+//!   [`Spool::schema`] ([`Schema`]); [`Context`];
 //! - `eventspool::cli` (feature `cli`, on by default): the `spool` command line, and
 //!   `cli::TelemetryCommand` to mount `status`/`list`/`show`/`clear`/`enable`/
 //!   `disable`/`flush`/`schema` in a host's own clap CLI; `eventspool::collector`
@@ -100,7 +103,10 @@ pub mod fuzzing {
 }
 
 pub use app::validate_app_name;
-pub use catalog::{Catalog, Category, Date, DeclaredEvent, DeclaredProperty, Expiry, PropertyType};
+pub use catalog::{
+    Catalog, Category, Check, Date, DeclaredEvent, DeclaredProperty, Difference, Expiry, OptOut,
+    Page, PageEvent, PageField, PropertyType, SentTo,
+};
 pub use consent::{Consent, ConsentPolicy, Decision};
 pub use context::Context;
 pub use destination::{Compression, DestinationConfig, DestinationKind, OtlpProtocol};

@@ -74,7 +74,8 @@ impl Annotations {
     }
 }
 
-fn common(app: &str) -> Vec<Field> {
+/// The envelope and context fields every event carries, with what each is.
+pub(crate) fn common(app: &str) -> Vec<Field> {
     let f = |name: &str, kind: &str, notes: String| Field {
         name: name.into(),
         kind: kind.into(),
@@ -289,7 +290,7 @@ impl Schema {
 /// Text made safe for one Markdown table cell printed on a terminal: `|` escaped,
 /// line breaks as spaces, control and bidirectional-override characters written as
 /// `\u{…}` escapes.
-fn cell(s: &str) -> String {
+pub(crate) fn cell(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -306,7 +307,7 @@ fn cell(s: &str) -> String {
 
 /// [`cell`] text as a Markdown code span, fenced with more backticks than any run
 /// inside it, so a backtick in a name cannot end the span early.
-fn code(s: &str) -> String {
+pub(crate) fn code(s: &str) -> String {
     let text = cell(s);
     let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest + 1);

@@ -568,6 +568,8 @@ fn opted_out_dev_writes_nothing_on_any_ending() {
 
 #[test]
 fn schema_gives_every_field_a_purpose_and_lists_what_is_never_collected() {
+    // The page comes from devtool's catalog (examples/catalogs/devtool.json): every
+    // declared field with its type and purpose, per event.
     let (t, queue) = temp();
     let out = devtool(
         t.path(),
@@ -576,35 +578,52 @@ fn schema_gives_every_field_a_purpose_and_lists_what_is_never_collected() {
         &["telemetry", "schema", "--json"],
     );
     assert!(out.status.success());
-    let schema: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let field = |name: &str| {
-        schema["fields"]
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let field = |event: &str, name: &str| {
+        page["events"]
             .as_array()
             .unwrap()
             .iter()
-            .find(|f| f["name"] == format!("properties.{name}"))
-            .unwrap_or_else(|| panic!("{name} missing from the schema"))
+            .find(|e| e["name"] == event)
+            .unwrap_or_else(|| panic!("{event} missing from the page"))["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == name)
+            .unwrap_or_else(|| panic!("{event}.{name} missing from the page"))
             .clone()
     };
+    // The declared type, as the JSON type the session test above checks.
+    let json_kind = |declared: &str| match declared.split([':', ',']).next().unwrap() {
+        "string" | "enum" => "string",
+        "bool" => "boolean",
+        "string_list" => "array",
+        "integer" | "number" => "number",
+        other => panic!("unknown type {other}"),
+    };
     for (name, kind) in SESSION_FIELDS {
-        let f = field(name);
-        assert!(f["events"].as_array().unwrap().contains(&"session".into()));
+        let f = field("session", name);
         let purpose = f["purpose"].as_str().unwrap_or_default();
         assert!(!purpose.is_empty(), "{name} has no purpose: {f}");
-        let kind = kind
-            .strip_suffix('?')
-            .map_or(kind.to_string(), |k| format!("{k} or null"));
-        assert_eq!(f["kind"], kind, "{name}");
+        assert_eq!(
+            json_kind(f["type"].as_str().unwrap()),
+            kind.trim_end_matches('?'),
+            "{name}"
+        );
     }
     for (event, fields) in JOURNEY {
-        for (name, _) in fields {
-            let f = field(name);
-            assert!(f["events"].as_array().unwrap().contains(&event.into()));
+        for (name, kind) in fields {
+            let f = field(event, name);
             assert!(f["purpose"].is_string(), "{event}.{name}: {f}");
+            assert_eq!(
+                json_kind(f["type"].as_str().unwrap()),
+                *kind,
+                "{event}.{name}"
+            );
         }
     }
-    assert_eq!(field("request_count")["purpose"], "Usage volume");
-    let never: Vec<&str> = schema["never_collected"]
+    assert_eq!(field("session", "request_count")["purpose"], "Usage volume");
+    let never: Vec<&str> = page["never_collected"]
         .as_array()
         .unwrap()
         .iter()
@@ -620,15 +639,15 @@ fn schema_gives_every_field_a_purpose_and_lists_what_is_never_collected() {
         &["telemetry", "schema"],
     );
     let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.contains("| Field | Type | Purpose | Example |"), "{md}");
     assert!(
-        md.contains("| field | type | events | purpose | notes |"),
+        md.contains(
+            "| `exit_reason` | enum: clean, error, signal | Understand session endings | clean |"
+        ),
         "{md}"
     );
-    assert!(
-        md.contains("| `properties.exit_reason` | string | session | Understand session endings |"),
-        "{md}"
-    );
-    let list = md.split("What devtool never collects:").nth(1).unwrap();
+    assert!(md.contains("- `DEVTOOL_TELEMETRY=false`"), "{md}");
+    let list = md.split("## Never collected").nth(1).unwrap();
     for item in never {
         assert!(list.contains(&format!("- {item}\n")), "{item}: {list}");
     }

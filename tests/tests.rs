@@ -40,6 +40,9 @@
 //! - `example_hosts`: the Node and Python example hosts (machine's `node`, `python3`)
 //!   through `spool`: every field of both tables, sessions, opt-outs, signals, failed sends
 //! - `features`: `default-features = false` pulls no CLI, no anyhow, no HTTP server
+//! - `catalog`: the event catalog: each refusal via `try_track` and `spool track`,
+//!   `dropped_undeclared`, invalid catalog files, `max_length`, enums, dotted names,
+//!   the published page against the reference tables, `schema --check`, `config set catalog`
 //! - `seams`: the async flush never blocks its executor on SQLite; the injected clock
 //!   and environment (consent, precedence, backoff, expiry without sleeping)
 //!
@@ -52,6 +55,7 @@
 
 mod util;
 
+mod catalog;
 mod consent;
 // Runs `spool` on real pseudo-terminals (openpty), which Windows does not have.
 #[cfg(unix)]

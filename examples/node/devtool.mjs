@@ -20,11 +20,15 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const APP = 'devtool';
 const VERSION = '0.9.1';
 const SPOOL = process.env.SPOOL_BIN || 'spool';
+// What devtool declares it sends (the Rust and Python dev tools use the same file):
+// `spool` refuses anything else, and `spool --app devtool schema` prints it.
+const CATALOG = process.env.SPOOL_CATALOG || fileURLToPath(new URL('../catalogs/devtool.json', import.meta.url));
 const FRAMEWORKS = { next: 'nextjs', express: 'express', nuxt: 'nuxt', '@remix-run/node': 'remix' };
 const ADAPTERS = ['prisma', 'drizzle-orm', 'mongoose', 'pg', 'redis'];
 const DATA_DIR = join(os.homedir(), '.devtool'); // the tool's own data, not telemetry's
@@ -46,7 +50,7 @@ let telemetryOn = true; // until `spool` says otherwise (opted out) or cannot ru
 
 /** Runs `spool --app devtool ARGS…`; its stdout, or null if it failed in any way. */
 function spool(args, input) {
-  const r = spawnSync(SPOOL, ['--app', APP, '--quiet', ...args], {
+  const r = spawnSync(SPOOL, ['--app', APP, '--quiet', '--catalog', CATALOG, ...args], {
     input,
     stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'ignore'],
     encoding: 'utf8',

@@ -18,15 +18,19 @@ import { spawnSync } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const APP = 'jobrunner';
 const VERSION = '1.0.0';
 const SPOOL = process.env.SPOOL_BIN || 'spool';
+// What jobrunner declares it sends (the Rust and Python job runners use the same file):
+// `spool` refuses anything else, and `spool --app jobrunner schema` prints it.
+const CATALOG = process.env.SPOOL_CATALOG || fileURLToPath(new URL('../catalogs/jobrunner.json', import.meta.url));
 
 /** Runs `spool --app jobrunner ARGS…`; its stdout, or null if it failed in any way. */
 function spool(args) {
-  const r = spawnSync(SPOOL, ['--app', APP, '--quiet', ...args], {
+  const r = spawnSync(SPOOL, ['--app', APP, '--quiet', '--catalog', CATALOG, ...args], {
     stdio: ['ignore', 'pipe', 'ignore'],
     encoding: 'utf8',
     timeout: 5000,

@@ -30,6 +30,10 @@ import uuid
 APP = "devtool"
 VERSION = "0.9.1"
 SPOOL = os.environ.get("SPOOL_BIN") or "spool"
+# What devtool declares it sends (the Rust and Node dev tools use the same file):
+# `spool` refuses anything else, and `spool --app devtool schema` prints it.
+CATALOG = os.environ.get("SPOOL_CATALOG") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "catalogs", "devtool.json")
 FRAMEWORKS = {"next": "nextjs", "express": "express", "nuxt": "nuxt", "@remix-run/node": "remix"}
 ADAPTERS = ["prisma", "drizzle-orm", "mongoose", "pg", "redis"]
 LOCKS = {"pnpm-lock.yaml": "pnpm", "yarn.lock": "yarn", "bun.lockb": "bun", "package-lock.json": "npm"}
@@ -58,7 +62,8 @@ def since_start():
 def spool(*args, input=None):
     """Runs `spool --app devtool ARGS…`; its stdout, or None if it failed in any way."""
     try:
-        r = subprocess.run([SPOOL, "--app", APP, "--quiet", *args], input=input, text=True,
+        r = subprocess.run([SPOOL, "--app", APP, "--quiet", "--catalog", CATALOG, *args],
+                           input=input, text=True,
                            stdin=None if input is not None else subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=5)
     except (OSError, subprocess.SubprocessError):

@@ -30,6 +30,10 @@ from datetime import datetime, timezone
 APP = "jobrunner"
 VERSION = "1.0.0"
 SPOOL = os.environ.get("SPOOL_BIN") or "spool"
+# What jobrunner declares it sends (the Rust and Node job runners use the same file):
+# `spool` refuses anything else, and `spool --app jobrunner schema` prints it.
+CATALOG = os.environ.get("SPOOL_CATALOG") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "catalogs", "jobrunner.json")
 # The same names as Node's process.arch, which the published table shows.
 ARCH = {"x86_64": "x64", "amd64": "x64", "aarch64": "arm64", "i686": "ia32"}
 
@@ -40,7 +44,8 @@ def spool(*args):
     # a queued "batch" of one also makes the flush below due after every job.
     env = {"SPOOL_BATCH_SIZE": "1", **os.environ}
     try:
-        r = subprocess.run([SPOOL, "--app", APP, "--quiet", *args], env=env, text=True,
+        r = subprocess.run([SPOOL, "--app", APP, "--quiet", "--catalog", CATALOG, *args],
+                           env=env, text=True,
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL, timeout=5)
     except (OSError, subprocess.SubprocessError):

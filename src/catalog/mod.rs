@@ -20,8 +20,10 @@ use crate::fingerprint::Fingerprint;
 mod date;
 pub(crate) mod enforce;
 mod json;
+pub(crate) mod page;
 
 pub use date::Date;
+pub use page::{Check, Difference, OptOut, Page, PageEvent, PageField, SentTo};
 
 /// The largest catalog file read: far more than a tool with hundreds of events needs.
 const MAX_CATALOG_BYTES: u64 = 4 << 20;
@@ -85,8 +87,9 @@ pub struct DeclaredProperty {
     /// The property name; a dotted name (`host.platform`) matches the flat key or the
     /// nested value (`{"host": {"platform": …}}`), whichever the host sends.
     pub name: String,
-    /// The type its values must have.
-    #[serde(rename = "type")]
+    /// The type its values must have (serialized as the file has it: `"type"`, and
+    /// `"values"` for an `enum`).
+    #[serde(flatten)]
     pub kind: PropertyType,
     /// Why the app collects it.
     pub purpose: String,
@@ -605,6 +608,18 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn serializes_in_the_files_shape() {
+        let v = serde_json::to_value(sample()).unwrap();
+        let p = &v["events"][0]["properties"];
+        assert_eq!(p[0]["type"], "integer");
+        assert_eq!(p[1]["type"], "enum");
+        assert_eq!(p[1]["values"], serde_json::json!(["user", "service"]));
+        assert_eq!(p[2]["max_length"], 1000);
+        assert_eq!(v["events"][0]["category"], "usage");
+        assert_eq!(v["events"][0]["expires"], "never");
     }
 
     #[test]

@@ -300,11 +300,13 @@ pub fn main() -> ExitCode {
         }
         // The page is the catalog's: a catalog that cannot be read is an error. The
         // other commands (`disable` above all) work whatever state the catalog is in.
-        other @ Command::Telemetry(TelemetryCommand::Schema(_)) => match try_spool_for(&cli.global)
-        {
-            Ok(spool) => (spool, other),
-            Err(e) => return catalog_error(e),
-        },
+        // The consent prompt shows the catalog and keeps its fingerprint: the same.
+        other @ Command::Telemetry(TelemetryCommand::Schema(_) | TelemetryCommand::Consent(_)) => {
+            match try_spool_for(&cli.global) {
+                Ok(spool) => (spool, other),
+                Err(e) => return catalog_error(e),
+            }
+        }
         other => (spool_for(&cli.global), other),
     };
     // Not locked for the whole run: `spool serve` prints from worker threads.

@@ -95,6 +95,13 @@ pub(super) fn run(spool: &Spool, args: StatusArgs, out: &mut dyn Write) -> anyho
             dropped.join(", ")
         }
     )?;
+    if q.dropped_undeclared > 0 || spool.catalog().is_some() {
+        writeln!(
+            out,
+            "dropped_undeclared: {} (refused by the catalog before they were recorded; only the count is kept)",
+            q.dropped_undeclared
+        )?;
+    }
     if let Some(nb) = q.not_before.filter(|t| *t > crate::time::now_ms()) {
         writeln!(out, "backoff:    no delivery before {}", rfc3339_ms(nb))?;
     }

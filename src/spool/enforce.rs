@@ -70,6 +70,67 @@ impl Spool {
         }
     }
 
+    /// The page to publish, generated from the catalog (`None` without one): what
+    /// `spool schema` and a host's `telemetry schema` print.
+    ///
+    /// ```
+    /// use eventspool::{Catalog, DeclaredEvent, DeclaredProperty, Spool};
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let catalog = Catalog::new("mytool").event(
+    ///     DeclaredEvent::usage("cli_invoked", "A command started.")
+    ///         .property(DeclaredProperty::bool("ci", "Runs under CI").example(false)),
+    /// );
+    /// let spool = Spool::builder("mytool").dir(dir.path()).catalog(catalog).build();
+    /// let md = spool.page().unwrap().to_markdown();
+    /// assert!(md.contains("| `ci` | bool | Runs under CI | false |"), "{md}");
+    /// assert!(md.contains("`MYTOOL_TELEMETRY=false`"), "{md}");
+    /// ```
+    pub fn page(&self) -> Option<crate::Page> {
+        let catalog = self.catalog()?;
+        let destination =
+            crate::destination::apply(self.destination(), &self.env_overrides_lenient());
+        let settings_file = self.dir().map(|d| {
+            let path = crate::settings::Settings::path(d);
+            let home = directories::BaseDirs::new().map(|b| b.home_dir().to_path_buf());
+            match home.as_deref().and_then(|h| path.strip_prefix(h).ok()) {
+                Some(rest) => format!("~/{}", rest.display()),
+                None => path.display().to_string(),
+            }
+        });
+        Some(crate::catalog::page::Page::new(
+            catalog,
+            crate::catalog::page::Where {
+                endpoint: self.endpoint(),
+                kind: destination.kind.to_string(),
+                settings_file,
+            },
+        ))
+    }
+
+    /// Every difference between the catalog and what is queued now, and the
+    /// destination (when one is configured and the catalog's `sent_to` names
+    /// another): what `spool schema --check` lists. Empty means they agree. An error
+    /// without a catalog.
+    pub fn catalog_differences(&self) -> Result<Vec<crate::Difference>> {
+        let CatalogState::Ready(e) = &self.inner.catalog else {
+            return Err(Kind::Catalog(
+                "no catalog to check against: give one with --catalog FILE, SPOOL_CATALOG or `spool config set catalog FILE`".into(),
+            )
+            .into());
+        };
+        let queued = self.list(usize::MAX >> 1)?;
+        Ok(crate::catalog::page::differences(
+            &e.catalog,
+            &e.rules,
+            queued
+                .iter()
+                // A pending deletion request is the library's own, not the host's.
+                .filter(|q| q.event != crate::deletion::EVENT)
+                .map(|q| (q.id.as_str(), q.created_at, q.payload.as_str())),
+            self.endpoint().as_deref(),
+        ))
+    }
+
     /// Checks `events` against the catalog, if there is one; on a refusal, counts
     /// every refused event and returns the first.
     pub(super) fn enforce_catalog(&self, events: &[Event]) -> Result<()> {

@@ -712,14 +712,18 @@ impl Inner {
         mut props: Map<String, Value>,
         raw_keys: &std::collections::BTreeSet<String>,
     ) -> Map<String, Value> {
-        let declared = self.catalog.rules().and_then(|r| r.event(event));
-        let enums = declared.map(|d| d.nested_enums(&props)).unwrap_or_default();
-        crate::privacy::current_user().scrub_properties(&mut props, |k| {
-            raw_keys.contains(k) || declared.is_some_and(|d| d.is_raw(k))
-        });
-        if let Some(d) = declared {
-            d.finish(&mut props, enums);
+        let scrubber = crate::privacy::current_user();
+        let Some(declared) = self.catalog.rules().and_then(|r| r.event(event)) else {
+            scrubber.scrub_properties(&mut props, |k| raw_keys.contains(k));
+            return props;
+        };
+        let enums = declared.nested_enums(&props);
+        if declared.has_raw() {
+            scrubber.scrub_properties(&mut props, |k| raw_keys.contains(k) || declared.is_raw(k));
+        } else {
+            scrubber.scrub_properties(&mut props, |k| raw_keys.contains(k));
         }
+        declared.finish(&mut props, enums);
         props
     }
 

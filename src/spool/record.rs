@@ -79,7 +79,9 @@ impl Spool {
         }
     }
 
-    /// Records an event and says what happened, for callers that want to know.
+    /// Records an event and says what happened, for callers that want to know. With a
+    /// catalog, an event it does not declare is an error naming the event and field
+    /// ([`crate::Error::is_undeclared`]), counted, and nothing is written.
     pub fn try_track(&self, event: Event) -> Result<Recorded> {
         let mut out = self.try_track_batch(vec![event])?;
         Ok(out.pop().unwrap_or(Recorded::Disabled))
