@@ -318,12 +318,6 @@ fn devtool_opt_out_sends_and_writes_nothing() {
     assert_eq!(server.connections(), 0);
 }
 
-fn lease_holder(dir: &std::path::Path) -> Option<u32> {
-    let conn = rusqlite::Connection::open(dir.join("queue.db")).ok()?;
-    conn.query_row("SELECT pid FROM lease", [], |r| r.get(0))
-        .ok()
-}
-
 #[test]
 fn devtool_exits_at_once_with_a_hanging_endpoint_and_its_child_delivers_later() {
     let (_t, dir) = temp();
@@ -339,10 +333,14 @@ fn devtool_exits_at_once_with_a_hanging_endpoint_and_its_child_delivers_later() 
     assert!(took < bound, "devtool took {took:?} to exit");
 
     server.wait_for_requests(1, Duration::from_secs(5));
-    let child = lease_holder(&dir).expect("the detached child holds the lease while it sends");
+    let child =
+        crate::util::lease_holder(&dir).expect("the detached child holds the lease while it sends");
     server.wait_for_events(&["session"], Duration::from_secs(10));
     wait_exited(child, Instant::now(), Duration::from_secs(10));
-    assert!(lease_holder(&dir).is_none(), "the lease was given back");
+    assert!(
+        crate::util::lease_holder(&dir).is_none(),
+        "the lease was given back"
+    );
 }
 
 /// A host's own CLI with the telemetry commands mounted under its name.

@@ -215,7 +215,14 @@ fn flush_detach_says_why_it_started_nothing() {
         .env("EVENTSPOOL_TEST_PAUSE", "before_request")
         .args(["flush", "--endpoint", &up.url])
         .spawn();
+    // Only once the holder has the lease: a detached flush started before would hold
+    // it itself, and be the "another flusher" named.
     let t0 = Instant::now();
+    while crate::util::lease_holder(&busy) != Some(holder.id())
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let out = loop {
         let out = spool(&busy)
             .args(["flush", "--detach", "--endpoint", &up.url])

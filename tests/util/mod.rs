@@ -191,6 +191,13 @@ pub fn ids_in_queue_file(dir: &Path) -> Vec<String> {
 }
 
 /// `PRAGMA quick_check` of the queue file.
+/// The pid holding the flush lease of the queue in `dir`, if any.
+pub fn lease_holder(dir: &Path) -> Option<u32> {
+    let conn = rusqlite::Connection::open(dir.join("queue.db")).ok()?;
+    conn.query_row("SELECT pid FROM lease", [], |r| r.get(0))
+        .ok()
+}
+
 pub fn quick_check(dir: &Path) -> String {
     let conn = rusqlite::Connection::open(dir.join("queue.db")).expect("open queue");
     conn.query_row("PRAGMA quick_check", [], |r| r.get(0))
