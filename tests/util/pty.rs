@@ -32,20 +32,21 @@ impl Pty {
     /// (stdout and stderr stay on it).
     pub fn spawn_with_stdin(mut cmd: Command, stdin: Option<Stdio>) -> Pty {
         let (mut m, mut s) = (0, 0);
-        let size = libc::winsize {
+        let mut size = libc::winsize {
             ws_row: 24,
             ws_col: 80,
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        // SAFETY: out-pointers to two ints; no name buffer, default termios.
+        // SAFETY: out-pointers to two ints; no name buffer, default termios. Mutable
+        // pointers: macOS declares them so, and they coerce to Linux's const ones.
         let r = unsafe {
             libc::openpty(
                 &mut m,
                 &mut s,
                 std::ptr::null_mut(),
-                std::ptr::null(),
-                &size,
+                std::ptr::null_mut(),
+                &raw mut size,
             )
         };
         assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
