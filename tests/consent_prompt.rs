@@ -332,6 +332,29 @@ fn consent_status_json_names_the_rule_and_the_settings_round_trip() {
 
 /// A catalog file for app `spool`: event `run` with `ok: bool`, `ms: integer` (its
 /// purpose and description as given), plus the `extra` properties.
+/// A catalog declaring `ms`, the same with `ms` removed and its purpose worded
+/// `removed_wording`, and one that adds `depth`.
+fn three_versions(
+    dir: &std::path::Path,
+    removed_wording: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    (
+        catalog_file(
+            dir,
+            "v1.json",
+            "ended",
+            r#", "ms": {"type": "integer", "purpose": "How long"}"#,
+        ),
+        catalog_file(dir, "removed.json", removed_wording, ""),
+        catalog_file(
+            dir,
+            "grown.json",
+            "ended",
+            r#", "ms": {"type": "integer", "purpose": "How long"}, "depth": {"type": "integer", "purpose": "How deep"}"#,
+        ),
+    )
+}
+
 fn catalog_file(
     dir: &std::path::Path,
     name: &str,
@@ -357,19 +380,7 @@ fn catalog_file(
 fn a_fingerprint_addition_asks_again_and_a_removal_does_not() {
     let (t, dir) = temp();
     opt_in(&dir);
-    let v1 = catalog_file(
-        t.path(),
-        "v1.json",
-        "ended",
-        r#", "ms": {"type": "integer", "purpose": "How long"}"#,
-    );
-    let removed = catalog_file(t.path(), "removed.json", "finished (reworded)", "");
-    let grown = catalog_file(
-        t.path(),
-        "grown.json",
-        "ended",
-        r#", "ms": {"type": "integer", "purpose": "How long"}, "depth": {"type": "integer", "purpose": "How deep"}"#,
-    );
+    let (v1, removed, grown) = three_versions(t.path(), "finished (reworded)");
     let ask = |catalog: &std::path::Path| {
         Pty::spawn(
             spool(&dir)
@@ -517,19 +528,7 @@ fn no_to_a_grown_catalog_after_a_yes_purges_and_queues_a_deletion_request() {
 #[test]
 fn under_opt_out_the_notice_shows_again_for_an_addition_only() {
     let (t, dir) = temp();
-    let v1 = catalog_file(
-        t.path(),
-        "v1.json",
-        "ended",
-        r#", "ms": {"type": "integer", "purpose": "How long"}"#,
-    );
-    let removed = catalog_file(t.path(), "removed.json", "ended", "");
-    let grown = catalog_file(
-        t.path(),
-        "grown.json",
-        "ended",
-        r#", "ms": {"type": "integer", "purpose": "How long"}, "depth": {"type": "integer", "purpose": "How deep"}"#,
-    );
+    let (v1, removed, grown) = three_versions(t.path(), "ended");
     let ask = |catalog: &std::path::Path| {
         let mut pty = Pty::spawn(
             spool(&dir)
