@@ -2,6 +2,18 @@
 //! side in one run, printed as one table. Figures are medians of repetitions.
 //!
 //! `SPOOL_BENCH_QUICK=1` shrinks every size for a smoke run.
+//!
+//! `cargo bench --bench spool -- invocation` prints what a host feels on each
+//! invocation (issue 14), every process figure beside its baseline, interleaved run by
+//! run so a busy machine slows both alike: `spool track` warm, first ever and opted
+//! out beside `true` and an empty Rust binary (the floor: exec and dynamic linking);
+//! the devtool example's `dev` with telemetry on beside off, warm and on its first
+//! run (build it first: `cargo build --release --example devtool`). Each process row
+//! gives the median wall time and, in brackets, the median CPU time (user + system),
+//! which load disturbs less. `SPOOL_BENCH_BEFORE=DIR` adds the same rows for the
+//! `spool` and `devtool` binaries in DIR (an earlier build), in the same run.
+//! `-- issue14` runs every row the issue names (invocation, cold, warm, flush,
+//! memory, footprint); `footprint` runs `benches/footprint.sh` (clean builds: slow).
 // A benchmark that cannot set up should stop loudly: unwrap is the point.
 #![allow(clippy::unwrap_used)]
 
@@ -141,6 +153,20 @@ fn cold_child(dir: &str) {
     println!("{}", took.as_nanos());
 }
 
+/// The floor under a cold `track()`: in a fresh process, rusqlite alone opens an
+/// existing WAL database (no eventspool: no settings, no context, no checks) and
+/// inserts one row, timed like [`cold_child`].
+fn sqlite_child(path: &str) {
+    let t = Instant::now();
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA synchronous = NORMAL").unwrap();
+    conn.execute("INSERT INTO events (payload) VALUES (?1)", [&line_400()])
+        .unwrap();
+    let took = t.elapsed();
+    drop(conn);
+    println!("{}", took.as_nanos());
+}
+
 fn bench_cold_track(rows: &mut Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap().to_string();
@@ -163,7 +189,33 @@ fn bench_cold_track(rows: &mut Vec<Row>) {
     rows.push(Row(
         "eventspool cold: fresh process, first track()".into(),
         p50_p99(&sorted),
-        "open + schema check + insert on an existing queue".into(),
+        "open + schema check + insert on an existing queue; target p50 ≤ 500 µs".into(),
+    ));
+    // The floor, interleaved with nothing else: the same fresh process, rusqlite only.
+    let db = dir.path().join("floor.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE events (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)",
+        )
+        .unwrap();
+    }
+    let db = db.to_str().unwrap().to_string();
+    let mut floor: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let out = std::process::Command::new(&exe)
+                .args(["--sqlite-child", &db])
+                .output()
+                .unwrap();
+            let ns: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+            Duration::from_nanos(ns)
+        })
+        .collect();
+    floor.sort();
+    rows.push(Row(
+        "floor: fresh process, rusqlite open + one insert".into(),
+        p50_p99(&floor),
+        "an existing WAL database, nothing else (no eventspool)".into(),
     ));
 }
 
@@ -678,6 +730,318 @@ fn bench_destinations(rows: &mut Vec<Row>, url: &str) {
     }
 }
 
+/// Wall and CPU time (user + system) of one child process run to completion.
+fn timed(cmd: &mut std::process::Command) -> (Duration, Duration) {
+    fn children_cpu() -> Duration {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        tv(ru.ru_utime) + tv(ru.ru_stime)
+    }
+    let cpu = children_cpu();
+    let t = Instant::now();
+    let st = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let wall = t.elapsed();
+    assert!(st.success(), "{cmd:?}: {st}");
+    (wall, children_cpu().saturating_sub(cpu))
+}
+
+/// A process figure: medians of wall and CPU time.
+#[derive(Clone, Copy)]
+struct Proc {
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Proc {
+    fn show(self) -> String {
+        format!("{} (cpu {})", ms(self.wall), ms(self.cpu))
+    }
+}
+
+/// Makes the command one row times, afresh for each run.
+type MakeCmd<'a> = Box<dyn FnMut() -> std::process::Command + 'a>;
+
+/// Runs each command `runs` times, interleaved (a, b, c, a, b, c, …) so load hits all
+/// alike. Returns the medians.
+fn interleaved(runs: usize, cmds: &mut [(&str, MakeCmd<'_>)]) -> Vec<Proc> {
+    let mut walls = vec![Vec::new(); cmds.len()];
+    let mut cpus = vec![Vec::new(); cmds.len()];
+    for _ in 0..runs {
+        for (i, (_, make)) in cmds.iter_mut().enumerate() {
+            let (w, c) = timed(&mut make());
+            walls[i].push(w);
+            cpus[i].push(c);
+        }
+    }
+    walls
+        .into_iter()
+        .zip(cpus)
+        .map(|(w, c)| Proc {
+            wall: median(w),
+            cpu: median(c),
+        })
+        .collect()
+}
+
+/// An empty Rust program built with rustc -O and stripped: exec and dynamic linking of
+/// a Rust binary, the floor under any Rust CLI. `None` without rustc.
+fn empty_rust_binary(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let src = dir.join("empty.rs");
+    std::fs::write(&src, "fn main() {}\n").ok()?;
+    let out = dir.join("empty-rust");
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let ok = std::process::Command::new(rustc)
+        .args(["-O", "-C", "strip=symbols", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .ok()?
+        .success();
+    ok.then_some(out)
+}
+
+fn ratio(a: Proc, b: Proc) -> String {
+    format!(
+        "{:.2}× (cpu {:.2}×)",
+        a.wall.as_secs_f64() / b.wall.as_secs_f64(),
+        a.cpu.as_secs_f64() / b.cpu.as_secs_f64().max(1e-9)
+    )
+}
+
+/// The `spool` binaries to compare: this build's, and `SPOOL_BENCH_BEFORE`'s.
+fn builds(name: &str, this: std::path::PathBuf) -> Vec<(String, std::path::PathBuf)> {
+    let mut v = vec![(String::new(), this)];
+    if let Some(before) = std::env::var_os("SPOOL_BENCH_BEFORE") {
+        let p = std::path::Path::new(&before).join(name);
+        if p.exists() {
+            v.push((" [before]".to_string(), p));
+        }
+    }
+    v
+}
+
+/// `spool track` as a script calls it: warm queue, first ever, opted out, each beside
+/// `true` and an empty Rust binary, all interleaved in one run (with
+/// `SPOOL_BENCH_BEFORE`, the earlier build's rows too).
+fn bench_invocation_track(rows: &mut Vec<Row>) {
+    let runs = scale(200).max(20);
+    let tmp = tempfile::tempdir().unwrap();
+    let floor = empty_rust_binary(tmp.path());
+    let track = |bin: &std::path::Path, dir: &std::path::Path| {
+        let mut c = std::process::Command::new(bin);
+        c.arg("--dir")
+            .arg(dir)
+            .args(["track", "bench", "-p", "command=build"])
+            .env_remove("DO_NOT_TRACK")
+            .env_remove("SPOOL_TELEMETRY");
+        c
+    };
+    let builds = builds("spool", env!("CARGO_BIN_EXE_spool").into());
+    let mut cmds: Vec<(&str, MakeCmd)> =
+        vec![("true", Box::new(|| std::process::Command::new("true")))];
+    if let Some(f) = floor.clone() {
+        cmds.push(("floor", Box::new(move || std::process::Command::new(&f))));
+    }
+    let fresh_root = tempfile::tempdir().unwrap();
+    for (b, (_, bin)) in builds.iter().enumerate() {
+        let warm = tmp.path().join(format!("warm{b}"));
+        timed(&mut track(bin, &warm));
+        let first_root = fresh_root.path().join(b.to_string());
+        let mut n = 0;
+        let warm2 = warm.clone();
+        cmds.push(("warm", Box::new(move || track(bin, &warm))));
+        cmds.push((
+            "first",
+            Box::new(move || {
+                n += 1;
+                track(bin, &first_root.join(n.to_string()))
+            }),
+        ));
+        cmds.push((
+            "off",
+            Box::new(move || {
+                let mut c = track(bin, &warm2);
+                c.env("DO_NOT_TRACK", "1");
+                c
+            }),
+        ));
+    }
+    let got = interleaved(runs, &mut cmds);
+    let t = got[0];
+    rows.push(Row(
+        "`true` (the baseline of the rows below)".into(),
+        t.show(),
+        String::new(),
+    ));
+    let skip = if floor.is_some() {
+        rows.push(Row(
+            "empty Rust binary (rustc -O, stripped: the floor)".into(),
+            got[1].show(),
+            format!("{} `true`", ratio(got[1], t)),
+        ));
+        2
+    } else {
+        1
+    };
+    for (b, (tag, _)) in builds.iter().enumerate() {
+        for (i, (label, target)) in [
+            ("`spool track`, warm queue", "≤ 2×"),
+            ("`spool track`, first ever (fresh dir)", "≤ 3×"),
+            ("`spool track`, opted out (DO_NOT_TRACK=1)", "≤ 1.4×"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let p = got[skip + 3 * b + i];
+            rows.push(Row(
+                format!("{label}{tag}"),
+                p.show(),
+                format!(
+                    "{} `true`, target {target}; +{} wall",
+                    ratio(p, t),
+                    ms(p.wall.saturating_sub(t.wall))
+                ),
+            ));
+        }
+    }
+}
+
+/// The devtool example's `dev` with telemetry on beside off: warm (its queue and
+/// settings exist, a detached flush when one is due, to a loopback sink) and on its
+/// first run (a fresh directory each time), interleaved in one run. `node` is kept
+/// off PATH: `dev` asks `node --version` only when telemetry is on, the host's own
+/// collection (a process spawn, ~50 ms), not the library's.
+fn bench_invocation_devtool(rows: &mut Vec<Row>, url: &str) {
+    let runs = scale(60).max(20);
+    let here = std::env::current_exe().unwrap();
+    let this = here
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("examples").join("devtool"))
+        .unwrap();
+    if !this.exists() {
+        rows.push(Row(
+            "devtool `dev` rows".into(),
+            "skipped".into(),
+            "build it first: cargo build --release --example devtool".into(),
+        ));
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("project");
+    let no_path = tmp.path().join("empty-path");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::create_dir_all(&no_path).unwrap();
+    std::fs::write(
+        project.join("package.json"),
+        r#"{"dependencies":{"next":"14.0.0","prisma":"5.0.0"}}"#,
+    )
+    .unwrap();
+    let builds = builds("devtool", this);
+    let dev = |bin: &std::path::Path, dir: &std::path::Path, on: bool| {
+        let mut c = std::process::Command::new(bin);
+        c.arg("dev")
+            .current_dir(&project)
+            .env("PATH", &no_path)
+            .env("DEVTOOL_TELEMETRY_DIR", dir)
+            .env("DEVTOOL_TELEMETRY_ENDPOINT", url)
+            .env_remove("DO_NOT_TRACK");
+        if !on {
+            c.env("DEVTOOL_TELEMETRY", "false");
+        }
+        c
+    };
+    let fresh_root = tempfile::tempdir().unwrap();
+    let mut cmds: Vec<(&str, MakeCmd)> = Vec::new();
+    for (b, (_, bin)) in builds.iter().enumerate() {
+        let warm = tmp.path().join(format!("q{b}"));
+        for _ in 0..3 {
+            timed(&mut dev(bin, &warm, true));
+        }
+        let first_root = fresh_root.path().join(b.to_string());
+        let mut n = 0;
+        let warm2 = warm.clone();
+        cmds.push(("off", Box::new(move || dev(bin, &warm, false))));
+        cmds.push(("on", Box::new(move || dev(bin, &warm2, true))));
+        cmds.push((
+            "first",
+            Box::new(move || {
+                n += 1;
+                dev(bin, &first_root.join(n.to_string()), true)
+            }),
+        ));
+    }
+    let got = interleaved(runs, &mut cmds);
+    for (b, (tag, _)) in builds.iter().enumerate() {
+        let off = got[3 * b];
+        let share = |p: Proc| {
+            format!(
+                "telemetry's share {} (cpu {})",
+                ms(p.wall.saturating_sub(off.wall)),
+                ms(p.cpu.saturating_sub(off.cpu))
+            )
+        };
+        rows.push(Row(
+            format!("devtool `dev`, telemetry off{tag}"),
+            off.show(),
+            "the baseline of the two rows below".into(),
+        ));
+        rows.push(Row(
+            format!("devtool `dev`, telemetry on, warm{tag}"),
+            got[3 * b + 1].show(),
+            format!("{}, target ≤ 1 ms", share(got[3 * b + 1])),
+        ));
+        rows.push(Row(
+            format!("devtool `dev`, telemetry on, first run{tag}"),
+            got[3 * b + 2].show(),
+            format!("{}, target ≤ 2 ms", share(got[3 * b + 2])),
+        ));
+    }
+}
+
+/// `benches/footprint.sh`: what a minimal host adds with `default-features = false`.
+fn bench_footprint(rows: &mut Vec<Row>) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/footprint.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let before = rows.len();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() == 6 && ["lean", "default", "none"].contains(&f[0]) {
+            let mb = |b: &str| format!("{:.2} MB", b.parse::<f64>().unwrap_or(0.0) / 1e6);
+            rows.push(Row(
+                format!("footprint: `{}` host, stripped", f[0]),
+                mb(f[2]),
+                format!(
+                    "adds {} over no eventspool; {} crates; clean build {} s wall, {} s CPU{}",
+                    mb(f[3]),
+                    f[1],
+                    f[4],
+                    f[5],
+                    if f[0] == "lean" {
+                        "; target ≤ 4 MB"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+    }
+    if rows.len() == before || !out.status.success() {
+        eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs us too: stay quick there.
     if std::env::args().any(|a| a == "--test") {
@@ -688,12 +1052,22 @@ fn main() {
         cold_child(&args[i + 1]);
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--sqlite-child") {
+        sqlite_child(&args[i + 1]);
+        return;
+    }
     // `cargo bench --bench spool -- warm cli` runs only the rows whose name matches.
     let only: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let want = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    // `issue14`: every row issue 14 names, in one table.
+    const ISSUE14: &[&str] = &["invocation", "cold", "warm", "flush", "memory", "footprint"];
+    let want = |name: &str| {
+        only.is_empty()
+            || only.iter().any(|o| name.contains(o.as_str()))
+            || (only.iter().any(|o| o == "issue14") && ISSUE14.contains(&name))
+    };
     let mut rows = Vec::new();
     let raw = want("raw").then(|| bench_raw_append(&mut rows));
     let naive = want("naive").then(|| bench_naive_sqlite(&mut rows));
@@ -710,6 +1084,11 @@ fn main() {
     if want("cli") {
         bench_cli_track(&mut rows);
     }
+    if want("invocation") {
+        bench_invocation_track(&mut rows);
+        let (url, _rt) = start_sink();
+        bench_invocation_devtool(&mut rows, &url);
+    }
     if want("flush") || want("list") || want("memory") {
         let (url, rt) = start_sink();
         if want("flush") || want("list") {
@@ -722,6 +1101,10 @@ fn main() {
     if want("destinations") {
         let (url, _rt) = start_sink();
         bench_destinations(&mut rows, &url);
+    }
+    // Only when asked for by name: three clean release builds take minutes.
+    if !only.is_empty() && want("footprint") {
+        bench_footprint(&mut rows);
     }
     if let Some(warm) = warm {
         let vs = |name: &str, base: Option<f64>| base.map(|b| format!("{:.1}× {name}", warm / b));

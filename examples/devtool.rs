@@ -589,9 +589,10 @@ fn dev(
     };
     s.duration = started.elapsed();
     spool.track(session_event(&s));
-    if on {
-        let sessions = remembered(spool, "devtool_sessions").unwrap_or(0);
-        remember(spool, "devtool_sessions", sessions + 1);
+    // Only `first_session` reads it, so it is written once: each write replaces
+    // config.json with an fsync, which would cost every later session a millisecond.
+    if on && s.first_session {
+        remember(spool, "devtool_sessions", 1);
     }
     match (signal, crashed) {
         // The conventional status of a process ended by a signal: 128 + its number.

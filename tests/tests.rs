@@ -43,6 +43,8 @@
 //! - `catalog`: the event catalog: each refusal via `try_track` and `spool track`,
 //!   `dropped_undeclared`, invalid catalog files, `max_length`, enums, dotted names,
 //!   the published page against the reference tables, `schema --check`, `config set catalog`
+//! - `performance`: what a host pays per invocation, as syscalls (strace): one fsync on
+//!   the first run, none warm, an env opt-out touching no file, one queue connection
 //! - `seams`: the async flush never blocks its executor on SQLite; the injected clock
 //!   and environment (consent, precedence, backoff, expiry without sleeping)
 //!
@@ -85,6 +87,7 @@ mod host_integration;
 mod input_and_messages;
 mod model;
 mod other_languages;
+mod performance;
 mod purging;
 mod queue_storage;
 mod recording;

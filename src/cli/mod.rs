@@ -293,7 +293,18 @@ pub fn main() -> ExitCode {
                 Ok(b) => b,
                 Err(e) => return report(Err(e)),
             };
-            match with_catalog(builder, &cli.global) {
+            // An opt-out in the environment records nothing whatever the catalog
+            // says: the persisted `catalog` setting is not read (no file in the
+            // app's directory is), a catalog named on the command line still is.
+            let env_opt_out =
+                !crate::Consent::decide(&cli.global.app, |k| std::env::var(k).ok(), Some(true))
+                    .enabled;
+            let spool = if env_opt_out && cli.global.catalog.is_none() {
+                builder.try_build()
+            } else {
+                with_catalog(builder, &cli.global)
+            };
+            match spool {
                 Ok(spool) => (spool, Command::Track(args)),
                 Err(e) => return catalog_error(e),
             }

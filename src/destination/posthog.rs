@@ -31,6 +31,8 @@ pub(crate) struct Posthog {
     /// The project key, already a JSON string literal.
     api_key: String,
     compression: Option<Compression>,
+    /// Each event mapped once, though measured before it is encoded.
+    memo: vendor::MapMemo,
 }
 
 impl Posthog {
@@ -39,6 +41,7 @@ impl Posthog {
         Posthog {
             api_key: vendor::json_str(target.api_key.as_deref().unwrap_or_default()),
             compression: target.compression,
+            memo: vendor::MapMemo::default(),
         }
     }
 
@@ -137,13 +140,16 @@ impl Destination for Posthog {
             vendor::json_str(batch.sent_at),
             self.api_key
         );
-        let events = batch.payloads.iter().filter_map(|p| Self::map(p));
+        let events = batch
+            .payloads
+            .iter()
+            .filter_map(|p| self.memo.take(p, Self::map));
         vendor::json_body(vendor::batch_body(events, &tail), self.compression)
     }
 
     fn event_len(&self, payload: &str) -> usize {
         // A payload that cannot be mapped is never sent: past any bound.
-        Self::map(payload).map_or(usize::MAX, |e| e.len())
+        self.memo.measure(payload, Self::map)
     }
 
     fn byte_limits(&self) -> ByteLimits {

@@ -33,6 +33,8 @@ pub(crate) struct Segment {
     /// `Basic base64(writeKey + ":")`.
     authorization: String,
     compression: Option<Compression>,
+    /// Each event mapped once, though measured before it is encoded.
+    memo: vendor::MapMemo,
 }
 
 /// One `track` call as Segment's batch takes it, field for field what
@@ -94,6 +96,7 @@ impl Segment {
             write_key: vendor::json_str(key),
             authorization: authorization(key),
             compression: target.compression,
+            memo: vendor::MapMemo::default(),
         }
     }
 
@@ -171,7 +174,10 @@ impl Destination for Segment {
             vendor::json_str(batch.sent_at),
             self.write_key
         );
-        let events = batch.payloads.iter().filter_map(|p| Self::map(p));
+        let events = batch
+            .payloads
+            .iter()
+            .filter_map(|p| self.memo.take(p, Self::map));
         let mut encoded = vendor::json_body(vendor::batch_body(events, &tail), self.compression);
         encoded
             .headers
@@ -188,7 +194,7 @@ impl Destination for Segment {
 
     fn event_len(&self, payload: &str) -> usize {
         // A payload that cannot be mapped is never sent: past any bound.
-        Self::map(payload).map_or(usize::MAX, |e| e.len())
+        self.memo.measure(payload, Self::map)
     }
 
     fn byte_limits(&self) -> ByteLimits {

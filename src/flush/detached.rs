@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
 use crate::flush::FlushOptions;
-use crate::queue::Queue;
 use crate::spool::Spool;
 
 /// Environment variable naming the ticket that turns a re-executed host into a
@@ -91,38 +90,43 @@ impl Spool {
             return Err(Kind::NoHomeDir.into());
         };
         // Cheap checks first, so a host run during an outage or with an empty queue
-        // does not start a process each time.
-        let Some(queue) = Queue::open_existing(dir, self.inner.lock_timeout)? else {
-            return Ok(Detached::Skipped(Skipped::Empty));
-        };
-        let stats = queue.stats()?;
-        let now = self.inner.now();
-        if stats.events == 0 {
-            return Ok(Detached::Skipped(Skipped::Empty));
-        }
+        // does not start a process each time. On the spool's own connection: a host
+        // that just recorded has it open, and a second one would parse the schema and
+        // map the WAL index again on every invocation.
         let limits = self.limits();
-        if if_due && !deletion_only {
-            let interval = i64::try_from(limits.flush_interval.as_millis()).unwrap_or(i64::MAX);
-            let full = stats.events >= u64::from(limits.batch_size.max(1));
-            let old = stats
-                .oldest
-                .is_some_and(|t| now.saturating_sub(t) >= interval);
-            if !full && !old {
-                return Ok(Detached::Skipped(Skipped::NotDue));
+        let now = self.inner.now();
+        let skipped = self.with_existing_queue(|queue| {
+            let stats = queue.stats()?;
+            if stats.events == 0 {
+                return Ok(Some(Skipped::Empty));
             }
+            if if_due && !deletion_only {
+                let interval = i64::try_from(limits.flush_interval.as_millis()).unwrap_or(i64::MAX);
+                let full = stats.events >= u64::from(limits.batch_size.max(1));
+                let old = stats
+                    .oldest
+                    .is_some_and(|t| now.saturating_sub(t) >= interval);
+                if !full && !old {
+                    return Ok(Some(Skipped::NotDue));
+                }
+            }
+            if let Some(until) = crate::flush::backoff_in_force(queue, &limits, now)? {
+                return Ok(Some(Skipped::BackingOff { until }));
+            }
+            if let Some((holder, _)) = queue
+                .lease_holder()?
+                .filter(|(h, until)| *until > now && crate::queue::lease::alive(h))
+            {
+                return Ok(Some(Skipped::FlusherRunning { pid: holder.pid }));
+            }
+            Ok(None)
+        })?;
+        match skipped {
+            // No queue file: nothing was ever recorded here.
+            None => return Ok(Detached::Skipped(Skipped::Empty)),
+            Some(Some(why)) => return Ok(Detached::Skipped(why)),
+            Some(None) => {}
         }
-        if let Some(until) = crate::flush::backoff_in_force(&queue, &limits, now)? {
-            return Ok(Detached::Skipped(Skipped::BackingOff { until }));
-        }
-        if let Some((holder, _)) = queue
-            .lease_holder()?
-            .filter(|(h, until)| *until > now && crate::queue::lease::alive(h))
-        {
-            return Ok(Detached::Skipped(Skipped::FlusherRunning {
-                pid: holder.pid,
-            }));
-        }
-        drop(queue);
         let spec = ChildSpec {
             app: self.app().to_string(),
             destination: crate::DestinationConfig::from(&target),

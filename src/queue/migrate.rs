@@ -25,9 +25,21 @@ pub(super) fn migrate(conn: &mut Connection, seen: i64) -> Result<(), Failure> {
             .into(),
         ));
     }
-    if seen == 0 {
+    let empty = seen == 0 && conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))? == 0;
+    if empty {
         // Only takes effect on a database not written yet; see PAGE_SIZE.
         conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+        // Creating the queue cost a host's first run seven fsyncs for a file that holds
+        // nothing: turning the empty file into a WAL database is a rollback-journal
+        // transaction (journal, directory, journal, file), and the schema's commit
+        // syncs the new WAL's header and its directory. None of them protects an event:
+        // a power loss before the first checkpoint may lose what was written since (the
+        // documented cost of `synchronous = NORMAL`), and can at worst leave an empty
+        // or torn file, which opening starts afresh (user_version 0) or sets aside
+        // (never deletes). The header sync guards a restarted WAL against replaying a
+        // previous generation's frames; a new WAL has none. So the creation runs
+        // unsynced, and every later commit and checkpoint as before.
+        conn.pragma_update(None, "synchronous", "OFF")?;
     }
     let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -46,5 +58,8 @@ pub(super) fn migrate(conn: &mut Connection, seen: i64) -> Result<(), Failure> {
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
     tx.commit()?;
+    if empty {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
     Ok(())
 }

@@ -98,16 +98,17 @@ impl Queue {
         let mut conn = Connection::open_with_flags(path, flags)?;
         set_busy_wait(&mut conn, busy)?;
         conn.set_prepared_statement_cache_capacity(32);
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        if version != LATEST {
-            migrate(&mut conn, version)?;
-        }
         // Per-connection: no fsync per commit (WAL keeps commits atomic and durable
         // across a process crash; a power loss may cost the last commits). Checkpoints
         // run every 1000 WAL pages (SQLite's default), never on close: a short-lived
         // CLI would otherwise pay a checkpoint, two fsyncs and the WAL's deletion and
-        // re-creation on every run.
+        // re-creation on every run. Set before migrating, so that creating the schema
+        // is a commit like any other (it cost a host's first run three fsyncs).
         conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version != LATEST {
+            migrate(&mut conn, version)?;
+        }
         conn.set_db_config(
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
             true,
