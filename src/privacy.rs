@@ -640,6 +640,18 @@ impl Scrubber {
     /// free suffix `#2`, `#3`, … in the object's order, so no value is lost and the
     /// result is deterministic; keys the scrubber leaves alone keep their names.
     pub fn scrub_properties(&self, map: &mut Map<String, Value>, is_raw: impl Fn(&str) -> bool) {
+        self.scrub_properties_then(map, is_raw, |_, _| {});
+    }
+
+    /// [`Scrubber::scrub_properties`], calling `then` on each entry (raw ones too) once
+    /// it is scrubbed, in the object's order: the catalog cuts strings to their
+    /// `max_length` there, in the same pass.
+    pub(crate) fn scrub_properties_then(
+        &self,
+        map: &mut Map<String, Value>,
+        is_raw: impl Fn(&str) -> bool,
+        mut then: impl FnMut(&str, &mut Value),
+    ) {
         let needs_rename = map
             .keys()
             .any(|k| !is_raw(k) && matches!(self.scrub(k), Cow::Owned(c) if c != *k));
@@ -669,6 +681,7 @@ impl Scrubber {
             if !is_raw(k) {
                 self.scrub_value(k, v);
             }
+            then(k, v);
         }
     }
 }
@@ -695,6 +708,10 @@ pub fn is_error_key(key: &str) -> bool {
 /// ends in `…`, so a reader sees it was. Error messages and a catalog's `max_length`
 /// are cut this way.
 pub(crate) fn truncate_chars(s: &mut String, max: usize) {
+    // No more bytes than `max` is no more characters: most strings stop here.
+    if s.len() <= max {
+        return;
+    }
     if s.char_indices().nth(max).is_some() {
         let keep = max.saturating_sub(1);
         let idx = s.char_indices().nth(keep).map_or(s.len(), |(i, _)| i);

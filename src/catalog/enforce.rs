@@ -47,13 +47,17 @@ pub(crate) struct Rules {
 pub(crate) struct EventRules {
     /// The first day (see `Date::day_number`) the event is refused on.
     expires_on: Option<(i64, String)>,
-    /// The declared names one after another, in the declared order: hosts send their
-    /// properties in that order, so each is found by comparing with the next one here,
-    /// in a few cache lines, before any hashing (recording runs between disk writes
-    /// that leave little in the cache).
+    /// The declared names one after another, in the declared order, then every
+    /// `enum` value: hosts send their properties in that order, so each is found by
+    /// comparing with the next one here, in a few cache lines, before any hashing
+    /// (recording runs between disk writes that leave little in the cache).
     names: String,
-    /// Each property's span in `names` and its type, in the declared order.
-    declared: Vec<(u32, u32, PropertyType)>,
+    /// Each property, compact (16 bytes), in the declared order.
+    declared: Vec<Slot>,
+    /// The spans in `names` of the `enum` values, each enum's one after another.
+    values: Vec<(u32, u32)>,
+    /// Each property's type as declared, by position: only a refusal reads it.
+    kinds: Vec<PropertyType>,
     /// Position in `declared` by name, for properties sent out of order.
     index: Map2<usize>,
     /// Every proper dotted prefix of a declared name (`host` for `host.platform`):
@@ -67,6 +71,45 @@ pub(crate) struct EventRules {
     raw: OnceLock<Vec<String>>,
     /// `(name, max_length)` of the properties that have one.
     cuts: Vec<(String, usize)>,
+    /// Whether some property with a `max_length` has a dotted name: only then can a
+    /// value to cut sit in a nested object.
+    dotted_cuts: bool,
+}
+
+/// Where [`EventRules::cut_entry`] is in the declared order, and whether an entry
+/// was an object (which may hold nested values to cut).
+pub(crate) struct Cutter {
+    cursor: usize,
+    nested: bool,
+}
+
+/// One declared property, compiled: its name's span in `names`, its `max_length`
+/// (`u32::MAX`: none), and its type, an `enum` as a span of `values`.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    start: u32,
+    len: u16,
+    kind: Kind,
+    max: u32,
+    first_value: u16,
+    value_count: u16,
+}
+
+/// [`PropertyType`] without the `enum`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    String,
+    Bool,
+    Integer,
+    Number,
+    Enum,
+    StringList,
+}
+
+impl Slot {
+    fn max(&self) -> Option<usize> {
+        (self.max != u32::MAX).then_some(self.max as usize)
+    }
 }
 
 impl Rules {
@@ -81,11 +124,14 @@ impl Rules {
                 },
                 names: String::new(),
                 declared: Vec::with_capacity(e.properties.len()),
+                values: Vec::new(),
+                kinds: Vec::with_capacity(e.properties.len()),
                 index: Map2::with_capacity_and_hasher(e.properties.len(), Default::default()),
                 prefixes: Set::default(),
                 enums: Vec::new(),
                 raw: OnceLock::new(),
                 cuts: Vec::new(),
+                dotted_cuts: false,
             };
             for p in &e.properties {
                 for (i, _) in p.name.match_indices('.') {
@@ -94,16 +140,47 @@ impl Rules {
                 if let PropertyType::Enum(values) = &p.kind {
                     rules.enums.push((p.name.clone(), values.clone()));
                 }
-                if let Some(n) = p.max_length {
-                    let n = usize::try_from(n).unwrap_or(usize::MAX);
+                let max = p
+                    .max_length
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+                if let Some(n) = max {
                     rules.cuts.push((p.name.clone(), n));
+                    rules.dotted_cuts |= p.name.contains('.');
                 }
                 let start = rules.names.len() as u32;
                 rules.names.push_str(&p.name);
                 rules.index.insert(p.name.clone(), rules.declared.len());
-                rules
-                    .declared
-                    .push((start, p.name.len() as u32, p.kind.clone()));
+                rules.declared.push(Slot {
+                    start,
+                    // Validated names are short; a longer one only ever misses the
+                    // in-order comparison and is found by the index.
+                    len: u16::try_from(p.name.len()).unwrap_or(u16::MAX),
+                    kind: match p.kind {
+                        PropertyType::String => Kind::String,
+                        PropertyType::Bool => Kind::Bool,
+                        PropertyType::Integer => Kind::Integer,
+                        PropertyType::Number => Kind::Number,
+                        PropertyType::Enum(_) => Kind::Enum,
+                        PropertyType::StringList => Kind::StringList,
+                    },
+                    // A limit past u32::MAX characters limits nothing.
+                    max: max.map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+                    first_value: 0,
+                    value_count: 0,
+                });
+                rules.kinds.push(p.kind.clone());
+            }
+            // The enum values after all the names, so the names stay together.
+            for (slot, kind) in rules.declared.iter_mut().zip(&rules.kinds) {
+                if let PropertyType::Enum(values) = kind {
+                    slot.first_value = u16::try_from(rules.values.len()).unwrap_or(u16::MAX);
+                    slot.value_count = u16::try_from(values.len()).unwrap_or(u16::MAX);
+                    for v in values {
+                        let start = rules.names.len() as u32;
+                        rules.names.push_str(v);
+                        rules.values.push((start, v.len() as u32));
+                    }
+                }
             }
             events.insert(e.name.clone(), rules);
         }
@@ -168,6 +245,11 @@ impl Rules {
                     return;
                 }
             }
+        }
+        // The usual event passes the tight loop; a refusal, or values nested under a
+        // dotted prefix, take the full walk, which says why.
+        if rules.all_declared_flat(props) {
+            return;
         }
         let mut fields = Vec::new();
         rules.check_map(props, None, all, &mut fields);
@@ -235,49 +317,136 @@ impl EventRules {
         out
     }
 
-    /// After scrubbing: puts nested `enum` values back as declared, and cuts every
-    /// string of a property with a `max_length` to that many characters, the
-    /// ellipsis included.
-    pub(crate) fn finish(&self, props: &mut Map<String, Value>, enums: Vec<(String, Value)>) {
+    /// A cutter for [`EventRules::cut_entry`]: where in the declared order it is.
+    pub(crate) fn cutter(&self) -> Cutter {
+        Cutter {
+            cursor: 0,
+            nested: false,
+        }
+    }
+
+    /// Called on each top-level entry once it is scrubbed, in the object's order:
+    /// cuts a string (or each string of a list) of a property with a `max_length` to
+    /// that many characters, the ellipsis included. Found as the check found it, by
+    /// comparing with the next declared name, not by a lookup per cut.
+    #[inline]
+    pub(crate) fn cut_entry(&self, c: &mut Cutter, key: &str, v: &mut Value) {
+        match v {
+            Value::String(_) | Value::Array(_) => {}
+            Value::Object(_) => {
+                c.nested = true;
+                c.cursor += 1;
+                return;
+            }
+            // Not cut, but the next declared one in a host's usual order.
+            _ => {
+                c.cursor += 1;
+                return;
+            }
+        }
+        if let Some(max) = self.slot(key, &mut c.cursor).and_then(|(_, s)| s.max()) {
+            cut(v, max);
+        }
+    }
+
+    /// After scrubbing (and [`EventRules::cut_entry`] on every entry): puts nested
+    /// `enum` values back as declared, and cuts the values of dotted properties with
+    /// a `max_length` that arrived nested.
+    pub(crate) fn finish(
+        &self,
+        props: &mut Map<String, Value>,
+        enums: Vec<(String, Value)>,
+        c: &Cutter,
+    ) {
         for (name, value) in enums {
             if let Some(slot) = find_mut(props, &name) {
                 *slot = value;
             }
         }
-        for (name, max) in &self.cuts {
-            let Some(v) = find_mut(props, name) else {
-                continue;
-            };
-            match v {
-                Value::String(s) => crate::privacy::truncate_chars(s, *max),
-                Value::Array(items) => {
-                    for item in items {
-                        if let Value::String(s) = item {
-                            crate::privacy::truncate_chars(s, *max);
-                        }
-                    }
+        if c.nested && self.dotted_cuts {
+            for (name, max) in self.cuts.iter().filter(|(n, _)| n.contains('.')) {
+                if props.contains_key(name.as_str()) {
+                    continue; // flat: cut in the pass
                 }
-                _ => {}
+                if let Some(v) = find_mut(props, name) {
+                    cut(v, *max);
+                }
             }
         }
     }
 
     /// The type of the declared property `name`: the one after `cursor` if that is it
     /// (then `cursor` moves past it), else looked up.
-    fn lookup(&self, name: &str, cursor: &mut usize) -> Option<&PropertyType> {
-        if let Some((start, len, kind)) = self.declared.get(*cursor) {
-            let next = self
-                .names
-                .as_bytes()
-                .get(*start as usize..(*start + *len) as usize);
-            if next == Some(name.as_bytes()) {
+    fn lookup(&self, name: &str, cursor: &mut usize) -> Option<(usize, &Slot)> {
+        self.slot(name, cursor)
+    }
+
+    /// Returns true if and only if `value` (not `null`) has the type of `slot`.
+    #[inline(always)]
+    fn accepts(&self, slot: &Slot, value: &Value) -> bool {
+        match (slot.kind, value) {
+            (Kind::String, Value::String(_)) => true,
+            (Kind::Bool, Value::Bool(_)) => true,
+            (Kind::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
+            (Kind::Number, Value::Number(_)) => true,
+            (Kind::Enum, Value::String(s)) => {
+                let first = usize::from(slot.first_value);
+                let spans = self
+                    .values
+                    .get(first..first + usize::from(slot.value_count))
+                    .unwrap_or_default();
+                spans.iter().any(|&(start, len)| {
+                    len as usize == s.len()
+                        && self
+                            .names
+                            .as_bytes()
+                            .get(start as usize..(start + len) as usize)
+                            == Some(s.as_bytes())
+                })
+            }
+            (Kind::StringList, Value::Array(items)) => items.iter().all(Value::is_string),
+            _ => false,
+        }
+    }
+
+    /// The declared property `name`: the one after `cursor` if that is it (then
+    /// `cursor` moves past it), else looked up. Inlined, with the look-up apart: it
+    /// runs once per property of every recorded event.
+    #[inline(always)]
+    fn slot(&self, name: &str, cursor: &mut usize) -> Option<(usize, &Slot)> {
+        let i = *cursor;
+        if let Some(slot) = self.declared.get(i) {
+            let (start, len) = (slot.start as usize, slot.len as usize);
+            if len == name.len()
+                && self.names.as_bytes().get(start..start + len) == Some(name.as_bytes())
+            {
                 *cursor += 1;
-                return Some(kind);
+                return Some((i, slot));
             }
         }
+        self.slot_by_name(name, cursor)
+    }
+
+    /// [`EventRules::slot`] for a property sent out of the declared order.
+    #[cold]
+    #[inline(never)]
+    fn slot_by_name(&self, name: &str, cursor: &mut usize) -> Option<(usize, &Slot)> {
         let i = *self.index.get(name)?;
         *cursor = i + 1;
-        Some(&self.declared[i].2)
+        Some((i, self.declared.get(i)?))
+    }
+
+    /// Returns true if and only if every entry of `map` is a declared property, by
+    /// its flat name, with a value of its type (or `null`). Few branches and no
+    /// formatting: it runs for every recorded event, after a disk write has left the
+    /// caches and the branch predictor cold.
+    #[inline]
+    fn all_declared_flat(&self, map: &Map<String, Value>) -> bool {
+        let mut cursor = 0;
+        map.iter().all(|(key, value)| {
+            self.slot(key, &mut cursor)
+                .is_some_and(|(_, slot)| value.is_null() || self.accepts(slot, value))
+        })
     }
 
     /// Checks the entries of `map`, found under the dotted `prefix` (`None` at the
@@ -300,10 +469,13 @@ impl EventRules {
                     joined.as_str()
                 }
             };
-            if let Some(kind) = self.lookup(name, &mut cursor) {
-                if value.is_null() || kind.accepts(value) {
+            if let Some((i, slot)) = self.lookup(name, &mut cursor) {
+                if value.is_null() || self.accepts(slot, value) {
                     continue;
                 }
+                let Some(kind) = self.kinds.get(i) else {
+                    continue;
+                };
                 let why = match kind {
                     PropertyType::Enum(values) if value.is_string() => {
                         format!("a value outside its enum ({})", values.join(", "))
@@ -327,6 +499,21 @@ impl EventRules {
             }
         }
         true
+    }
+}
+
+/// Cuts a string, or each string of a list, to `max` characters, the ellipsis included.
+fn cut(v: &mut Value, max: usize) {
+    match v {
+        Value::String(s) => crate::privacy::truncate_chars(s, max),
+        Value::Array(items) => {
+            for item in items {
+                if let Value::String(s) = item {
+                    crate::privacy::truncate_chars(s, max);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -356,6 +543,11 @@ fn find<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 
 /// [`find`], mutably.
 fn find_mut<'a>(map: &'a mut Map<String, Value>, name: &str) -> Option<&'a mut Value> {
+    // One hash lookup for the usual undotted name (this runs per declared cut on
+    // every recorded event).
+    if !name.contains('.') {
+        return map.get_mut(name);
+    }
     if map.contains_key(name) {
         return map.get_mut(name);
     }
@@ -538,7 +730,11 @@ mod tests {
         let enums = e.nested_enums(&props);
         assert_eq!(enums, [("host.kind".to_string(), json!("ops@example.com"))]);
         props["host"]["kind"] = json!("<scrubbed>");
-        e.finish(&mut props, enums);
+        let mut c = e.cutter();
+        for (k, v) in props.iter_mut() {
+            e.cut_entry(&mut c, k, v);
+        }
+        e.finish(&mut props, enums, &c);
         assert_eq!(props["error.message"], "012345678…");
         assert_eq!(props["error.message"].as_str().unwrap().chars().count(), 10);
         assert_eq!(props["host"]["kind"], "ops@example.com");

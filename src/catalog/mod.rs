@@ -194,6 +194,7 @@ impl PropertyType {
 
     /// Returns true if and only if `value` is of this type (`null` is not: callers
     /// treat it as absent first).
+    #[inline]
     pub fn accepts(&self, value: &Value) -> bool {
         match (self, value) {
             (PropertyType::String, Value::String(_)) => true,

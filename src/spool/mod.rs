@@ -718,12 +718,18 @@ impl Inner {
             return props;
         };
         let enums = declared.nested_enums(&props);
+        let mut cutter = declared.cutter();
+        let cut = |k: &str, v: &mut Value| declared.cut_entry(&mut cutter, k, v);
         if declared.has_raw() {
-            scrubber.scrub_properties(&mut props, |k| raw_keys.contains(k) || declared.is_raw(k));
+            scrubber.scrub_properties_then(
+                &mut props,
+                |k| raw_keys.contains(k) || declared.is_raw(k),
+                cut,
+            );
         } else {
-            scrubber.scrub_properties(&mut props, |k| raw_keys.contains(k));
+            scrubber.scrub_properties_then(&mut props, |k| raw_keys.contains(k), cut);
         }
-        declared.finish(&mut props, enums);
+        declared.finish(&mut props, enums, &cutter);
         props
     }
 
