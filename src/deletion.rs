@@ -40,6 +40,11 @@ impl DeletionRequest {
 
     /// The request in a stored payload, if it is one.
     pub(crate) fn parse(payload: &str) -> Option<Self> {
+        // Asked of every event a vendor flush sends: a payload that does not even
+        // hold the name is not parsed.
+        if !payload.contains(EVENT) {
+            return None;
+        }
         serde_json::from_str::<Self>(payload)
             .ok()
             .filter(|r| r.event == EVENT)

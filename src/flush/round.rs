@@ -429,14 +429,19 @@ impl Round {
     ) -> Sent {
         // A deletion request keeps its own shape for the native format; the vendor
         // formats get it as an ordinary event (see `deletion::DeletionRequest::as_event`).
+        // Only those formats look inside each payload for one.
+        let as_event = self.dest.deletion_request_as_event();
         let mapped: Vec<std::borrow::Cow<'_, str>> = chunk
             .iter()
-            .map(
-                |p| match crate::deletion::DeletionRequest::parse(&p.payload) {
-                    Some(r) if self.dest.deletion_request_as_event() => r.as_event().into(),
-                    _ => p.payload.as_str().into(),
-                },
-            )
+            .map(|p| {
+                match as_event
+                    .then(|| crate::deletion::DeletionRequest::parse(&p.payload))
+                    .flatten()
+                {
+                    Some(r) => r.as_event().into(),
+                    None => p.payload.as_str().into(),
+                }
+            })
             .collect();
         let payloads: Vec<&str> = mapped.iter().map(|p| p.as_ref()).collect();
         let sent_at = self.now();

@@ -482,6 +482,52 @@ mod tests {
         assert_eq!(recount(&q), (0, 0));
     }
 
+    /// Removing a batch deletes exactly its rows, addressed by (seq, id): consecutive
+    /// or not, in order or not, and never a row whose `seq` now holds another event.
+    #[test]
+    fn removing_a_batch_deletes_exactly_its_rows_whatever_lies_in_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(dir.path(), Duration::from_millis(100)).unwrap();
+        let ids =
+            |q: &Queue| -> Vec<String> { q.list(100).unwrap().into_iter().map(|e| e.id).collect() };
+        let put5 = |q: &mut Queue| {
+            let payload = "x".repeat(10);
+            let new: Vec<String> = (0..5).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+            let evs: Vec<NewEvent<'_>> = new
+                .iter()
+                .map(|id| NewEvent {
+                    id,
+                    event: "e",
+                    created_at: now_ms(),
+                    payload: &payload,
+                })
+                .collect();
+            q.enqueue(&evs, 100, 1 << 20, || true).unwrap();
+        };
+        put5(&mut q);
+        let all = q.due(now_ms(), 5, None).unwrap();
+        // Consecutive rows 2..=4: the others stay.
+        assert_eq!(q.remove(&all[1..4], Counter::Sent).unwrap(), 3);
+        assert_eq!(ids(&q), [all[0].id.clone(), all[4].id.clone()]);
+        // Out of order, and with a gap: only the named rows go.
+        put5(&mut q);
+        let now = q.due(now_ms(), 10, None).unwrap();
+        let picked = vec![now[3].clone(), now[1].clone()];
+        assert_eq!(q.remove(&picked, Counter::Sent).unwrap(), 2);
+        assert_eq!(ids(&q).len(), 5);
+        // A `seq` whose row is another event now (the batch's own was purged and the
+        // number reused): only the batch's rows that still exist are deleted.
+        let mut stale = q.due(now_ms(), 3, None).unwrap();
+        stale[1].id = uuid::Uuid::now_v7().to_string();
+        let before = ids(&q);
+        assert_eq!(q.remove(&stale, Counter::Sent).unwrap(), 2);
+        let after = ids(&q);
+        assert_eq!(after.len(), before.len() - 2);
+        assert!(!after.contains(&stale[1].id) && after.contains(&before[1]));
+        let s = q.stats().unwrap();
+        assert_eq!(s.events, after.len() as u64);
+    }
+
     #[test]
     fn lease_is_exclusive_until_holder_dies_or_expires() {
         let dir = tempfile::tempdir().unwrap();
