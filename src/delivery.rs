@@ -349,7 +349,7 @@ pub fn body(payloads: &[&str], bare: bool, sent_at: &str) -> String {
 /// Gzips `data` at a fast level: telemetry bodies are repetitive JSON, so even the
 /// fastest level shrinks them several-fold.
 ///
-/// The compressor (about 300 KB of tables) is kept for the next body instead of being
+/// The compressor (a few hundred KB of tables) is kept for the next body instead of being
 /// allocated, page-faulted in and dropped for every batch: one is kept per process,
 /// and a second flush running meanwhile makes its own.
 pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
