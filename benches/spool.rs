@@ -813,16 +813,18 @@ fn interleaved(runs: usize, cmds: &mut [(&str, MakeCmd<'_>)]) -> Vec<Proc> {
 fn empty_rust_binary(dir: &std::path::Path) -> Option<std::path::PathBuf> {
     let src = dir.join("empty.rs");
     std::fs::write(&src, "fn main() {}\n").ok()?;
-    let out = dir.join("empty-rust");
+    let linked = dir.join("empty-rust-linked");
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let ok = std::process::Command::new(rustc)
         .args(["-O", "-C", "strip=symbols", "-o"])
-        .arg(&out)
+        .arg(&linked)
         .arg(&src)
         .status()
         .ok()?
         .success();
-    ok.then_some(out)
+    // Timed from a copy, as the spool builds are (see `builds`).
+    let out = dir.join("empty-rust");
+    (ok && std::fs::copy(&linked, &out).is_ok()).then_some(out)
 }
 
 fn ratio(a: Proc, b: Proc) -> String {
@@ -834,7 +836,13 @@ fn ratio(a: Proc, b: Proc) -> String {
 }
 
 /// The `spool` binaries to compare: this build's, and `SPOOL_BENCH_BEFORE`'s.
+///
+/// Each is timed from a fresh copy: here a file the linker has just written execs about
+/// 1 ms slower than a copy of it (page-cache state), which would bias this build's rows
+/// against an earlier build's copied file.
 fn builds(name: &str, this: std::path::PathBuf) -> Vec<(String, std::path::PathBuf)> {
+    static COPIES: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let copies = COPIES.get_or_init(|| tempfile::tempdir().unwrap());
     let mut v = vec![(String::new(), this)];
     if let Some(before) = std::env::var_os("SPOOL_BENCH_BEFORE") {
         let p = std::path::Path::new(&before).join(name);
@@ -842,7 +850,14 @@ fn builds(name: &str, this: std::path::PathBuf) -> Vec<(String, std::path::PathB
             v.push((" [before]".to_string(), p));
         }
     }
-    v
+    v.into_iter()
+        .enumerate()
+        .map(|(i, (tag, bin))| {
+            let copy = copies.path().join(format!("{i}-{name}"));
+            std::fs::copy(&bin, &copy).unwrap();
+            (tag, copy)
+        })
+        .collect()
 }
 
 /// `spool track` as a script calls it: warm queue, first ever, opted out, each beside

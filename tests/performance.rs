@@ -22,6 +22,11 @@ fn strace() -> Option<&'static str> {
 
 /// Runs `cmd` under `strace -f -e trace=SET`, returning the traced lines.
 fn traced(cmd: &Command, set: &str) -> Vec<String> {
+    traced_reading(cmd, set, None)
+}
+
+/// [`traced`], with `stdin` (a file) as the command's standard input.
+fn traced_reading(cmd: &Command, set: &str, stdin: Option<std::fs::File>) -> Vec<String> {
     let t = tempfile::tempdir().unwrap();
     let log = t.path().join("trace");
     let mut s = Command::new("strace");
@@ -31,7 +36,7 @@ fn traced(cmd: &Command, set: &str) -> Vec<String> {
         .args(cmd.get_args())
         .env_clear()
         .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
-        .stdin(std::process::Stdio::null());
+        .stdin(stdin.map_or_else(std::process::Stdio::null, Into::into));
     if let Some(d) = cmd.get_current_dir() {
         s.current_dir(d);
     }
@@ -89,35 +94,67 @@ fn the_first_run_pays_one_fsync_and_a_warm_run_none() {
 /// An opt-out in the environment decides before anything is read: `spool track` with
 /// DO_NOT_TRACK=1 records nothing and succeeds even when the directory holds a
 /// settings "file" that cannot be read (it used to read it first, and fail), and it
-/// makes no syscall naming the directory at all.
+/// makes no syscall naming the directory at all: plain, with `--json`, with `--stdin`
+/// (whose size check would read the limits), and with a catalog that refuses the
+/// event, named by `--catalog` (no catalog is read or asked: nothing is recorded).
 #[test]
 fn an_environment_opt_out_reads_nothing() {
     let (_t, dir) = temp();
     std::fs::create_dir_all(dir.join("config.json")).unwrap();
-    let out = spool(&dir)
-        .args(["track", "e", "-p", "k=v"])
-        .env("DO_NOT_TRACK", "1")
-        .run();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.stdout.is_empty());
-    assert_eq!(files_in(&dir), ["config.json"]);
-    if strace().is_none() {
-        return;
+    let catalog = dir.join("catalog.json");
+    std::fs::write(
+        &catalog,
+        r#"{"app": "spool", "events": {"other": {"description": "d", "category": "usage"}}}"#,
+    )
+    .unwrap();
+    let lines = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(lines.path(), "{\"event\": \"e\"}\n{\"event\": \"f\"}\n").unwrap();
+    let stdin = || Some(std::fs::File::open(lines.path()).unwrap());
+    let variants: [(&[&str], bool); 4] = [
+        (&["track", "e", "-p", "k=v"], false),
+        (&["track", "e", "--json"], false),
+        (&["track", "--stdin"], true),
+        (
+            &["--catalog", catalog.to_str().unwrap(), "track", "e"],
+            false,
+        ),
+    ];
+    for (args, reads_stdin) in variants {
+        let mut c = spool(&dir)
+            .args(args.iter().copied())
+            .env("DO_NOT_TRACK", "1");
+        if reads_stdin {
+            c = c.input(std::fs::read(lines.path()).unwrap());
+        }
+        let out = c.run();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if args.contains(&"--json") {
+            assert!(String::from_utf8_lossy(&out.stdout).contains("\"recorded\":false"));
+        } else {
+            assert!(out.stdout.is_empty(), "{args:?}");
+        }
+        assert_eq!(files_in(&dir), ["catalog.json", "config.json"], "{args:?}");
+        if strace().is_none() {
+            continue;
+        }
+        let mut cmd = clean_command(Path::new(spool_bin()));
+        cmd.arg("--dir")
+            .arg(&dir)
+            .args(args)
+            .env("DO_NOT_TRACK", "1");
+        let lines = traced_reading(&cmd, "%file,%desc", stdin().filter(|_| reads_stdin));
+        let dir_text = dir.to_string_lossy().to_string();
+        // Its own command line names the directory, of course.
+        let touching: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains(&dir_text) && !l.contains("execve("))
+            .collect();
+        assert!(touching.is_empty(), "{args:?}: {touching:#?}");
     }
-    let mut cmd = track(&dir);
-    cmd.env("DO_NOT_TRACK", "1");
-    let lines = traced(&cmd, "%file,%desc");
-    let dir_text = dir.to_string_lossy().to_string();
-    // Its own command line names the directory, of course.
-    let touching: Vec<&String> = lines
-        .iter()
-        .filter(|l| l.contains(&dir_text) && !l.contains("execve("))
-        .collect();
-    assert!(touching.is_empty(), "{touching:#?}");
 }
 
 /// A host invocation that records and then asks for a detached flush if one is due

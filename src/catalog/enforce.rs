@@ -52,7 +52,7 @@ pub(crate) struct EventRules {
     /// comparing with the next one here, in a few cache lines, before any hashing
     /// (recording runs between disk writes that leave little in the cache).
     names: String,
-    /// Each property, compact (16 bytes), in the declared order.
+    /// Each property, compact (24 bytes), in the declared order.
     declared: Vec<Slot>,
     /// The spans in `names` of the `enum` values, each enum's one after another.
     values: Vec<(u32, u32)>,
@@ -88,11 +88,11 @@ pub(crate) struct Cutter {
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     start: u32,
-    len: u16,
+    len: u32,
     kind: Kind,
     max: u32,
-    first_value: u16,
-    value_count: u16,
+    first_value: u32,
+    value_count: u32,
 }
 
 /// [`PropertyType`] without the `enum`'s values.
@@ -152,9 +152,7 @@ impl Rules {
                 rules.index.insert(p.name.clone(), rules.declared.len());
                 rules.declared.push(Slot {
                     start,
-                    // Validated names are short; a longer one only ever misses the
-                    // in-order comparison and is found by the index.
-                    len: u16::try_from(p.name.len()).unwrap_or(u16::MAX),
+                    len: p.name.len() as u32,
                     kind: match p.kind {
                         PropertyType::String => Kind::String,
                         PropertyType::Bool => Kind::Bool,
@@ -173,8 +171,10 @@ impl Rules {
             // The enum values after all the names, so the names stay together.
             for (slot, kind) in rules.declared.iter_mut().zip(&rules.kinds) {
                 if let PropertyType::Enum(values) = kind {
-                    slot.first_value = u16::try_from(rules.values.len()).unwrap_or(u16::MAX);
-                    slot.value_count = u16::try_from(values.len()).unwrap_or(u16::MAX);
+                    // A catalog file is at most 4 MiB; one built in code holding 4 GiB
+                    // of names and values is beyond any host.
+                    slot.first_value = u32::try_from(rules.values.len()).unwrap_or(u32::MAX);
+                    slot.value_count = u32::try_from(values.len()).unwrap_or(u32::MAX);
                     for v in values {
                         let start = rules.names.len() as u32;
                         rules.names.push_str(v);
@@ -390,10 +390,10 @@ impl EventRules {
             (Kind::Integer, Value::Number(n)) => n.is_i64() || n.is_u64(),
             (Kind::Number, Value::Number(_)) => true,
             (Kind::Enum, Value::String(s)) => {
-                let first = usize::from(slot.first_value);
+                let first = slot.first_value as usize;
                 let spans = self
                     .values
-                    .get(first..first + usize::from(slot.value_count))
+                    .get(first..first + slot.value_count as usize)
                     .unwrap_or_default();
                 spans.iter().any(|&(start, len)| {
                     len as usize == s.len()

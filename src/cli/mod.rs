@@ -293,13 +293,13 @@ pub fn main() -> ExitCode {
                 Ok(b) => b,
                 Err(e) => return report(Err(e)),
             };
-            // An opt-out in the environment records nothing whatever the catalog
-            // says: the persisted `catalog` setting is not read (no file in the
-            // app's directory is), a catalog named on the command line still is.
+            // An opt-out in the environment records nothing, so no catalog is read
+            // (named by `--catalog`, `SPOOL_CATALOG` or the `catalog` setting alike)
+            // and none refuses: an opted-out `spool track` reads no file at all.
             let env_opt_out =
                 !crate::Consent::decide(&cli.global.app, |k| std::env::var(k).ok(), Some(true))
                     .enabled;
-            let spool = if env_opt_out && cli.global.catalog.is_none() {
+            let spool = if env_opt_out {
                 builder.try_build()
             } else {
                 with_catalog(builder, &cli.global)

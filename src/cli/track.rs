@@ -144,8 +144,12 @@ pub(super) fn run(spool: &Spool, args: TrackArgs, out: &mut dyn Write) -> anyhow
         }
         let events = parse_ndjson(&text)?;
         // More than the queue holds would evict the batch's own first lines in the
-        // same commit, printing ids of events already gone.
-        let max = spool.limits().max_events;
+        // same commit, printing ids of events already gone. (Opted out in the
+        // environment, nothing is recorded: the limits in `config.json` are not read.)
+        let max = match spool.inner.env_opt_out() {
+            Some(_) => u64::MAX,
+            None => spool.limits().max_events,
+        };
         if events.len() as u64 > max {
             bail!(
                 "stdin holds {} events, more than the queue holds (max_events {max}); none was recorded",
@@ -185,7 +189,13 @@ pub(super) fn run(spool: &Spool, args: TrackArgs, out: &mut dyn Write) -> anyhow
             other if args.json => {
                 let reason = match other {
                     Recorded::Printed => "debug mode: printed to stderr, not queued".to_string(),
-                    _ => spool.consent().reason,
+                    _ => {
+                        spool
+                            .inner
+                            .env_opt_out()
+                            .unwrap_or_else(|| spool.consent())
+                            .reason
+                    }
                 };
                 writeln!(
                     out,

@@ -235,6 +235,16 @@ const MEMO_MAX: usize = 20_000;
 impl MapMemo {
     /// The mapped event for `payload` (`None`: it cannot be mapped), remembered.
     pub fn measure(&self, payload: &str, map: impl Fn(&str) -> Option<String>) -> usize {
+        // A plan measures an event more than once (against the per-event and the
+        // per-batch limit): mapped the first time only.
+        if let Some(kept) = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(payload)
+        {
+            return kept.as_ref().map_or(usize::MAX, String::len);
+        }
         let mapped = map(payload);
         let len = mapped.as_ref().map_or(usize::MAX, String::len);
         let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());

@@ -95,7 +95,7 @@ impl Spool {
         // map the WAL index again on every invocation.
         let limits = self.limits();
         let now = self.inner.now();
-        let skipped = self.with_existing_queue(|queue| {
+        let skipped = self.with_existing_queue_waiting(self.inner.lock_timeout, |queue| {
             let stats = queue.stats()?;
             if stats.events == 0 {
                 return Ok(Some(Skipped::Empty));

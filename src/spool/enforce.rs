@@ -188,6 +188,10 @@ impl Spool {
             }
             return;
         }
+        // Opted out in the environment: nothing is written, so no file is read.
+        if inner.env_opt_out().is_some() {
+            return;
+        }
         let _ = self.with_state(|st, inner| {
             let persisted = inner.persisted_choice(st);
             if matches!(persisted, Persisted::Unreadable(_)) || !inner.consent_now(st).enabled {

@@ -586,14 +586,27 @@ impl Spool {
         f(&mut guard, &self.inner)
     }
 
+    /// Runs `f` on this spool's queue connection, opening it (without creating a
+    /// queue) if need be; `None` if there is no queue. Waits for another process's
+    /// lock as listing does, longer than recording.
     pub(crate) fn with_existing_queue<T>(
         &self,
+        f: impl FnOnce(&mut Queue) -> Result<T>,
+    ) -> Result<Option<T>> {
+        self.with_existing_queue_waiting(self.inner.lock_timeout.max(PURGE_LOCK_WAIT), f)
+    }
+
+    /// [`Spool::with_existing_queue`], waiting at most `wait` for a lock: a host's own
+    /// checks (is a flush due?) wait no longer than recording does.
+    pub(crate) fn with_existing_queue_waiting<T>(
+        &self,
+        wait: Duration,
         f: impl FnOnce(&mut Queue) -> Result<T>,
     ) -> Result<Option<T>> {
         self.with_state(|st, inner| {
             if st.queue.is_none() {
                 let dir = inner.require_dir()?;
-                st.queue = Queue::open_existing(dir, inner.lock_timeout.max(PURGE_LOCK_WAIT))?;
+                st.queue = Queue::open_existing(dir, wait)?;
                 if let Some(note) = st.queue.as_mut().and_then(|q| q.recovered.take()) {
                     st.notes.push(note);
                 }
@@ -601,6 +614,7 @@ impl Spool {
             let Some(q) = st.queue.as_mut() else {
                 return Ok(None);
             };
+            q.set_busy(wait)?;
             let result = f(q);
             // The same connection records later: back to the recording lock wait.
             q.set_busy(inner.lock_timeout)?;
@@ -628,6 +642,14 @@ impl Inner {
     /// Consent from this spool's environment and the persisted choice, under `policy`.
     pub(crate) fn consent_with(&self, persisted: &Persisted, policy: ConsentPolicy) -> Consent {
         Consent::decide_under(&self.app, |k| self.var(k), persisted, policy)
+    }
+
+    /// The environment's opt-out, if the environment alone turns telemetry off
+    /// (`DO_NOT_TRACK`, `<APP>_TELEMETRY_DISABLED`, `<APP>_TELEMETRY` falsy): then
+    /// whatever `config.json` says, nothing is recorded, so nothing needs reading.
+    pub(crate) fn env_opt_out(&self) -> Option<Consent> {
+        Some(self.consent_with(&Persisted::Chosen(true), ConsentPolicy::OptOut))
+            .filter(|c| !c.enabled)
     }
 
     /// Consent from the settings as last read (see [`SettingsCache`]).

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::{Inner, Recorded, Spool, State, stamp};
 use crate::app::validate_app_name;
-use crate::consent::{ConsentPolicy, Persisted};
+use crate::consent::Persisted;
 use crate::error::{Kind, Result};
 use crate::event::{Event, check_shape, drop_flat, validate_name};
 use crate::limits::Limits;
@@ -100,10 +100,7 @@ impl Spool {
         let inner = &self.inner;
         // An opt-out in the environment decides whatever the file says: record nothing
         // without reading it (an opted-out `spool track` does no I/O at all).
-        if !inner
-            .consent_with(&Persisted::Chosen(true), ConsentPolicy::OptOut)
-            .enabled
-        {
+        if inner.env_opt_out().is_some() {
             return Ok(vec![Recorded::Disabled; events.len()]);
         }
         let result = self.with_state(|st, inner_ref| {
