@@ -603,6 +603,27 @@ mod tests {
             .map_err(|r| r.to_string())
     }
 
+    /// Each enum is checked against its own values, however many an earlier one has
+    /// (their places in the compiled rules once overflowed 16 bits).
+    #[test]
+    fn each_enum_is_checked_against_its_own_values_past_65536_of_them() {
+        let big: Vec<String> = (0..70_000).map(|i| format!("v{i}")).collect();
+        let r = Rules::new(
+            &Catalog::new("t").event(
+                DeclaredEvent::usage("e", "d")
+                    .property(DeclaredProperty::one_of("big", big, "p"))
+                    .property(DeclaredProperty::one_of("small", ["x", "y"], "p")),
+            ),
+        );
+        let check = |v: Value| {
+            let Value::Object(m) = v else { panic!() };
+            r.check("e", &m, 0)
+        };
+        assert!(check(json!({"big": "v69999", "small": "y"})).is_ok());
+        assert!(check(json!({"small": "v5"})).is_err());
+        assert!(check(json!({"big": "x"})).is_err());
+    }
+
     #[test]
     fn declared_values_pass_and_null_counts_as_absent() {
         assert_eq!(check("job_finished", json!({})), Ok(()));
