@@ -616,18 +616,31 @@ impl Scrubber {
     /// into arrays and objects, and truncates error-message strings (see
     /// [`is_error_key`]) to [`MAX_ERROR_CHARS`].
     pub fn scrub_value(&self, key: &str, value: &mut Value) {
+        self.scrub_value_changed(key, value);
+    }
+
+    /// [`Scrubber::scrub_value`], returning true if and only if it changed a string
+    /// (a cut error message counts) or a key.
+    fn scrub_value_changed(&self, key: &str, value: &mut Value) -> bool {
         match value {
             Value::String(s) => {
+                let mut changed = false;
                 if let Cow::Owned(clean) = self.scrub(s) {
+                    changed = clean != *s;
                     *s = clean;
                 }
                 if is_error_key(key) {
+                    let before = s.len();
                     truncate_chars(s, MAX_ERROR_CHARS);
+                    changed |= s.len() != before;
                 }
+                changed
             }
-            Value::Array(items) => items.iter_mut().for_each(|v| self.scrub_value(key, v)),
-            Value::Object(map) => self.scrub_properties(map, |_| false),
-            _ => {}
+            Value::Array(items) => items
+                .iter_mut()
+                .fold(false, |c, v| self.scrub_value_changed(key, v) | c),
+            Value::Object(map) => self.scrub_properties_changed(map, |_| false),
+            _ => false,
         }
     }
 
@@ -640,18 +653,17 @@ impl Scrubber {
     /// free suffix `#2`, `#3`, … in the object's order, so no value is lost and the
     /// result is deterministic; keys the scrubber leaves alone keep their names.
     pub fn scrub_properties(&self, map: &mut Map<String, Value>, is_raw: impl Fn(&str) -> bool) {
-        self.scrub_properties_then(map, is_raw, |_, _| {});
+        self.scrub_properties_changed(map, is_raw);
     }
 
-    /// [`Scrubber::scrub_properties`], calling `then` on each entry (raw ones too) once
-    /// it is scrubbed, in the object's order: the catalog cuts strings to their
-    /// `max_length` there, in the same pass.
-    pub(crate) fn scrub_properties_then(
+    /// [`Scrubber::scrub_properties`], returning true if and only if it changed a key
+    /// or a value (the catalog cuts strings to their `max_length` only then, or when
+    /// one was long to begin with).
+    pub(crate) fn scrub_properties_changed(
         &self,
         map: &mut Map<String, Value>,
         is_raw: impl Fn(&str) -> bool,
-        mut then: impl FnMut(&str, &mut Value),
-    ) {
+    ) -> bool {
         let needs_rename = map
             .keys()
             .any(|k| !is_raw(k) && matches!(self.scrub(k), Cow::Owned(c) if c != *k));
@@ -677,12 +689,13 @@ impl Scrubber {
                 map.insert(name, v);
             }
         }
+        let mut changed = needs_rename;
         for (k, v) in map.iter_mut() {
             if !is_raw(k) {
-                self.scrub_value(k, v);
+                changed |= self.scrub_value_changed(k, v);
             }
-            then(k, v);
         }
+        changed
     }
 }
 

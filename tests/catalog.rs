@@ -380,6 +380,30 @@ fn strings_are_cut_to_max_length_with_the_ellipsis_and_enums_stored_as_declared(
     );
 }
 
+/// A string within its `max_length` that the scrubber makes longer is cut too: the
+/// cut runs after scrubbing whenever the scrubber changed something, not only when a
+/// value was long to begin with.
+#[test]
+fn a_string_the_scrubber_lengthens_past_max_length_is_cut() {
+    let (_t, dir) = temp();
+    let spool = Spool::builder("spool").dir(&dir).catalog(catalog()).build();
+    let short = "pwd=abc";
+    assert!(short.len() <= 10);
+    spool
+        .try_track(Event::new("job_finished").property("error.message", short))
+        .unwrap();
+    let stored = queued(&dir)[0]["payload"]["properties"]["error.message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!stored.contains("abc"), "scrubbed: {stored}");
+    assert!(stored.chars().count() <= 10, "cut: {stored}");
+    assert!(
+        stored.ends_with('…'),
+        "it grew past 10 and was cut: {stored}"
+    );
+}
+
 #[test]
 fn a_dotted_name_matches_the_flat_key_or_the_nested_value() {
     let (_t, dir) = temp();

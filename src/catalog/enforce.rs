@@ -197,9 +197,32 @@ impl Rules {
         props: &Map<String, Value>,
         now_ms: i64,
     ) -> Result<(), Refusal> {
+        self.check_cuts(event, props, now_ms).map(|_| ())
+    }
+
+    /// [`Rules::check`], saying too whether a value may need cutting to its
+    /// `max_length` even if the scrubber leaves it alone: `false` only when every
+    /// string of a property with one is within it (in bytes, so in characters).
+    pub(crate) fn check_cuts(
+        &self,
+        event: &str,
+        props: &Map<String, Value>,
+        now_ms: i64,
+    ) -> Result<bool, Refusal> {
+        // The usual event passes the tight loop; a refusal, or values nested under a
+        // dotted prefix, take the full walk, which says why.
+        if let Some(rules) = self.events.get(event) {
+            let live = rules
+                .expires_on
+                .as_ref()
+                .is_none_or(|(day, _)| day_of(now_ms) < *day);
+            if let (true, Some(long)) = (live, rules.all_declared_flat(props)) {
+                return Ok(long);
+            }
+        }
         let mut found = Vec::new();
         self.collect(event, props, now_ms, false, &mut found);
-        found.pop().map_or(Ok(()), Err)
+        found.pop().map_or(Ok(true), Err)
     }
 
     /// Every reason to refuse the event, not only the first (for `schema --check`).
@@ -245,11 +268,6 @@ impl Rules {
                     return;
                 }
             }
-        }
-        // The usual event passes the tight loop; a refusal, or values nested under a
-        // dotted prefix, take the full walk, which says why.
-        if rules.all_declared_flat(props) {
-            return;
         }
         let mut fields = Vec::new();
         rules.check_map(props, None, all, &mut fields);
@@ -436,17 +454,25 @@ impl EventRules {
         Some((i, self.declared.get(i)?))
     }
 
-    /// Returns true if and only if every entry of `map` is a declared property, by
-    /// its flat name, with a value of its type (or `null`). Few branches and no
-    /// formatting: it runs for every recorded event, after a disk write has left the
-    /// caches and the branch predictor cold.
+    /// If every entry of `map` is a declared property, by its flat name, with a value
+    /// of its type (or `null`): whether some string of a property with a `max_length`
+    /// is longer than it in bytes. `None` otherwise. Few branches and no formatting: it
+    /// runs for every recorded event, after a disk write has left the caches and the
+    /// branch predictor cold.
     #[inline]
-    fn all_declared_flat(&self, map: &Map<String, Value>) -> bool {
+    fn all_declared_flat(&self, map: &Map<String, Value>) -> Option<bool> {
         let mut cursor = 0;
-        map.iter().all(|(key, value)| {
-            self.slot(key, &mut cursor)
-                .is_some_and(|(_, slot)| value.is_null() || self.accepts(slot, value))
-        })
+        let mut long = false;
+        for (key, value) in map {
+            let (_, slot) = self.slot(key, &mut cursor)?;
+            if !(value.is_null() || self.accepts(slot, value)) {
+                return None;
+            }
+            if slot.max != u32::MAX {
+                long |= exceeds(value, slot.max as usize);
+            }
+        }
+        Some(long)
     }
 
     /// Checks the entries of `map`, found under the dotted `prefix` (`None` at the
@@ -499,6 +525,18 @@ impl EventRules {
             }
         }
         true
+    }
+}
+
+/// Returns true if and only if a string, or a string of a list, is longer than `max`
+/// bytes: only such a one (or one the scrubber changed) can be over `max` characters.
+fn exceeds(v: &Value, max: usize) -> bool {
+    match v {
+        Value::String(s) => s.len() > max,
+        Value::Array(items) => items
+            .iter()
+            .any(|i| i.as_str().is_some_and(|s| s.len() > max)),
+        _ => false,
     }
 }
 

@@ -132,20 +132,26 @@ impl Spool {
     }
 
     /// Checks `events` against the catalog, if there is one; on a refusal, counts
-    /// every refused event and returns the first.
-    pub(super) fn enforce_catalog(&self, events: &[Event]) -> Result<()> {
+    /// every refused event and returns the first. Else, per event, whether a value
+    /// may need cutting to a `max_length` even unscrubbed (see
+    /// [`Rules::check_cuts`]); empty without a catalog.
+    pub(super) fn enforce_catalog(&self, events: &[Event]) -> Result<Vec<bool>> {
         let rules = match &self.inner.catalog {
-            CatalogState::None => return Ok(()),
+            CatalogState::None => return Ok(Vec::new()),
             CatalogState::Invalid(why) => return Err(Kind::Catalog(why.clone()).into()),
             CatalogState::Ready(e) => &e.rules,
         };
         let now = self.inner.now();
-        let refused: Vec<Refusal> = events
-            .iter()
-            .filter_map(|e| rules.check(e.name(), e.properties_map(), now).err())
-            .collect();
+        let mut long = Vec::with_capacity(events.len());
+        let mut refused: Vec<Refusal> = Vec::new();
+        for e in events {
+            match rules.check_cuts(e.name(), e.properties_map(), now) {
+                Ok(l) => long.push(l),
+                Err(r) => refused.push(r),
+            }
+        }
         let Some(first) = refused.first().cloned() else {
-            return Ok(());
+            return Ok(long);
         };
         self.count_undeclared(&refused);
         Err(Kind::Undeclared(first).into())

@@ -733,6 +733,7 @@ impl Inner {
         event: &str,
         mut props: Map<String, Value>,
         raw_keys: &std::collections::BTreeSet<String>,
+        long: bool,
     ) -> Map<String, Value> {
         let scrubber = crate::privacy::current_user();
         let Some(declared) = self.catalog.rules().and_then(|r| r.event(event)) else {
@@ -740,16 +741,20 @@ impl Inner {
             return props;
         };
         let enums = declared.nested_enums(&props);
-        let mut cutter = declared.cutter();
-        let cut = |k: &str, v: &mut Value| declared.cut_entry(&mut cutter, k, v);
-        if declared.has_raw() {
-            scrubber.scrub_properties_then(
-                &mut props,
-                |k| raw_keys.contains(k) || declared.is_raw(k),
-                cut,
-            );
+        let changed = if declared.has_raw() {
+            scrubber.scrub_properties_changed(&mut props, |k| {
+                raw_keys.contains(k) || declared.is_raw(k)
+            })
         } else {
-            scrubber.scrub_properties_then(&mut props, |k| raw_keys.contains(k), cut);
+            scrubber.scrub_properties_changed(&mut props, |k| raw_keys.contains(k))
+        };
+        // A string within its `max_length` in bytes that the scrubber left alone is
+        // within it: usually nothing needs cutting, and the pass is skipped.
+        let mut cutter = declared.cutter();
+        if long || changed {
+            for (k, v) in props.iter_mut() {
+                declared.cut_entry(&mut cutter, k, v);
+            }
         }
         declared.finish(&mut props, enums, &cutter);
         props

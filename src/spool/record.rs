@@ -96,7 +96,7 @@ impl Spool {
             crate::deletion::check_not_reserved(e.name())?;
         }
         // Before anything touches disk: a refused event's content is never written.
-        self.enforce_catalog(&events)?;
+        let long = self.enforce_catalog(&events)?;
         let inner = &self.inner;
         // An opt-out in the environment decides whatever the file says: record nothing
         // without reading it (an opted-out `spool track` does no I/O at all).
@@ -138,13 +138,14 @@ impl Spool {
             let context = inner.context_json(st);
             let mut payloads = Vec::with_capacity(events.len());
             let timestamp = rfc3339_ms(now);
-            for event in events {
+            for (i, event) in events.into_iter().enumerate() {
                 let (name, props, raw_keys) = event.into_parts();
                 if let Err(e) = check_shape(&props, limits.max_event_bytes) {
                     drop_flat(props);
                     return Err(e);
                 }
-                let properties = inner.scrub(&name, props, &raw_keys);
+                let long = long.get(i).copied().unwrap_or(true);
+                let properties = inner.scrub(&name, props, &raw_keys, long);
                 // Field for field the public `Payload`, with the parts that are the same
                 // for every event borrowed (the context serialized once per process).
                 let p = PayloadRef {
