@@ -416,6 +416,12 @@ mod tests {
     use crate::time::now_ms;
 
     fn put(q: &mut Queue, n: usize, size: usize) -> u64 {
+        put_capped(q, n, size, 5, 1000)
+    }
+
+    /// `n` events of `size` bytes, under caps of `max_events` and `max_bytes`;
+    /// returns how many were evicted.
+    fn put_capped(q: &mut Queue, n: usize, size: usize, max_events: u64, max_bytes: u64) -> u64 {
         let payload = "x".repeat(size);
         let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::now_v7().to_string()).collect();
         let evs: Vec<NewEvent<'_>> = ids
@@ -427,7 +433,7 @@ mod tests {
                 payload: &payload,
             })
             .collect();
-        match q.enqueue(&evs, 5, 1000, || true).unwrap() {
+        match q.enqueue(&evs, max_events, max_bytes, || true).unwrap() {
             Enqueued::Committed { evicted } => evicted,
             Enqueued::Revoked => unreachable!(),
         }
@@ -490,20 +496,7 @@ mod tests {
         let mut q = Queue::open(dir.path(), Duration::from_millis(100)).unwrap();
         let ids =
             |q: &Queue| -> Vec<String> { q.list(100).unwrap().into_iter().map(|e| e.id).collect() };
-        let put5 = |q: &mut Queue| {
-            let payload = "x".repeat(10);
-            let new: Vec<String> = (0..5).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-            let evs: Vec<NewEvent<'_>> = new
-                .iter()
-                .map(|id| NewEvent {
-                    id,
-                    event: "e",
-                    created_at: now_ms(),
-                    payload: &payload,
-                })
-                .collect();
-            q.enqueue(&evs, 100, 1 << 20, || true).unwrap();
-        };
+        let put5 = |q: &mut Queue| put_capped(q, 5, 10, 100, 1 << 20);
         put5(&mut q);
         let all = q.due(now_ms(), 5, None).unwrap();
         // Consecutive rows 2..=4: the others stay.
