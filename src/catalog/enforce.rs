@@ -413,18 +413,24 @@ impl EventRules {
                     .values
                     .get(first..first + slot.value_count as usize)
                     .unwrap_or_default();
-                spans.iter().any(|&(start, len)| {
-                    len as usize == s.len()
-                        && self
-                            .names
-                            .as_bytes()
-                            .get(start as usize..(start + len) as usize)
-                            == Some(s.as_bytes())
-                })
+                spans
+                    .iter()
+                    .any(|&(start, len)| self.names_hold(start as usize, len as usize, s))
             }
             (Kind::StringList, Value::Array(items)) => items.iter().all(Value::is_string),
             _ => false,
         }
+    }
+
+    /// Returns true if and only if `names[start..start + len]` is `text`.
+    #[inline(always)]
+    fn names_hold(&self, start: usize, len: usize, text: &str) -> bool {
+        len == text.len()
+            && self
+                .names
+                .as_bytes()
+                .get(start..start + len)
+                .is_some_and(|held| same_short(held, text.as_bytes()))
     }
 
     /// The declared property `name`: the one after `cursor` if that is it (then
@@ -434,10 +440,7 @@ impl EventRules {
     fn slot(&self, name: &str, cursor: &mut usize) -> Option<(usize, &Slot)> {
         let i = *cursor;
         if let Some(slot) = self.declared.get(i) {
-            let (start, len) = (slot.start as usize, slot.len as usize);
-            if len == name.len()
-                && self.names.as_bytes().get(start..start + len) == Some(name.as_bytes())
-            {
+            if self.names_hold(slot.start as usize, slot.len as usize, name) {
                 *cursor += 1;
                 return Some((i, slot));
             }
@@ -525,6 +528,38 @@ impl EventRules {
             }
         }
         true
+    }
+}
+
+/// `a == b` for slices of equal length, compared in registers up to 16 bytes (names
+/// and enum values are short), without the call a slice comparison makes.
+#[inline(always)]
+fn same_short(a: &[u8], b: &[u8]) -> bool {
+    fn word(s: &[u8], at: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    }
+    fn half(s: &[u8], at: usize) -> u32 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u32::from_le_bytes(w)
+    }
+    fn pair(s: &[u8], at: usize) -> u16 {
+        u16::from_le_bytes([s[at], s[at + 1]])
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        // Two overlapping loads cover every length from 8 to 16 (4 to 7, 2 to 3).
+        8..=16 => (word(a, 0) ^ word(b, 0)) | (word(a, n - 8) ^ word(b, n - 8)) == 0,
+        4..=7 => (half(a, 0) ^ half(b, 0)) | (half(a, n - 4) ^ half(b, n - 4)) == 0,
+        2..=3 => (pair(a, 0) ^ pair(b, 0)) | (pair(a, n - 2) ^ pair(b, n - 2)) == 0,
+        1 => a[0] == b[0],
+        0 => true,
+        _ => a == b,
     }
 }
 
@@ -639,6 +674,24 @@ mod tests {
         rules()
             .check(event, &map, 1_796_083_200_000 - 12 * 3_600_000)
             .map_err(|r| r.to_string())
+    }
+
+    #[test]
+    fn short_comparisons_agree_with_slice_equality() {
+        let texts: Vec<Vec<u8>> = (0..40)
+            .map(|n| (0..n).map(|i| b'a' + (i % 26) as u8).collect())
+            .collect();
+        for a in &texts {
+            for b in &texts {
+                assert_eq!(same_short(a, b), a == b);
+                // One byte different anywhere.
+                for i in 0..a.len() {
+                    let mut c = a.clone();
+                    c[i] ^= 1;
+                    assert!(!same_short(a, &c), "{a:?} {i}");
+                }
+            }
+        }
     }
 
     /// Each enum is checked against its own values, however many an earlier one has
