@@ -89,6 +89,34 @@ fn background_close_returns_within_its_limit_when_the_endpoint_hangs() {
     assert_eq!(spool.list(10).unwrap().len(), 5, "nothing lost");
 }
 
+/// Closing while a request is in flight lets that flush finish within the close's
+/// timeout: the batch the endpoint already has is deleted, not sent again by the last
+/// flush (it used to be abandoned mid-request and sent twice).
+#[test]
+fn closing_mid_request_lets_the_flush_finish_and_sends_nothing_twice() {
+    let (_t, dir) = temp();
+    let server = TestServer::start(|n, _| {
+        if n == 0 {
+            Reply::Delay(Duration::from_millis(1500), 200)
+        } else {
+            Reply::status(200)
+        }
+    });
+    let spool = eventspool::Spool::builder("spool")
+        .dir(&dir)
+        .endpoint(&server.url)
+        .build();
+    for i in 0..5 {
+        spool.track(eventspool::Event::new("bg").property("i", i));
+    }
+    let flusher = spool.start_background_flusher(Duration::from_millis(50));
+    server.wait_for_requests(1, Duration::from_secs(10));
+    assert!(flusher.close(Duration::from_secs(10)));
+    assert!(spool.list(10).unwrap().is_empty(), "delivered and deleted");
+    assert_eq!(server.requests().len(), 1, "sent once");
+    assert_eq!(server.ids().len(), 5);
+}
+
 #[test]
 fn background_flusher_delivers_and_close_flushes_the_rest() {
     let (_t, dir) = temp();
