@@ -69,12 +69,14 @@ fn two_flush_processes_at_once_deliver_every_event_once() {
     assert!(queued(&dir).is_empty());
 }
 
-#[test]
-fn background_close_returns_within_its_limit_when_the_endpoint_hangs() {
-    let (_t, dir) = temp();
-    let server = TestServer::start(|_, _| Reply::Hang);
+/// A spool sending to `server` with five events queued, and its background flusher
+/// (every 50 ms) once the server has the first request.
+fn five_queued_and_one_request_in_flight(
+    dir: &std::path::Path,
+    server: &TestServer,
+) -> (eventspool::Spool, eventspool::BackgroundFlusher) {
     let spool = eventspool::Spool::builder("spool")
-        .dir(&dir)
+        .dir(dir)
         .endpoint(&server.url)
         .build();
     for i in 0..5 {
@@ -82,6 +84,14 @@ fn background_close_returns_within_its_limit_when_the_endpoint_hangs() {
     }
     let flusher = spool.start_background_flusher(Duration::from_millis(50));
     server.wait_for_requests(1, Duration::from_secs(10));
+    (spool, flusher)
+}
+
+#[test]
+fn background_close_returns_within_its_limit_when_the_endpoint_hangs() {
+    let (_t, dir) = temp();
+    let server = TestServer::start(|_, _| Reply::Hang);
+    let (spool, flusher) = five_queued_and_one_request_in_flight(&dir, &server);
     let t = Instant::now();
     flusher.close(Duration::from_millis(500));
     let took = t.elapsed();
@@ -102,15 +112,7 @@ fn closing_mid_request_lets_the_flush_finish_and_sends_nothing_twice() {
             Reply::status(200)
         }
     });
-    let spool = eventspool::Spool::builder("spool")
-        .dir(&dir)
-        .endpoint(&server.url)
-        .build();
-    for i in 0..5 {
-        spool.track(eventspool::Event::new("bg").property("i", i));
-    }
-    let flusher = spool.start_background_flusher(Duration::from_millis(50));
-    server.wait_for_requests(1, Duration::from_secs(10));
+    let (spool, flusher) = five_queued_and_one_request_in_flight(&dir, &server);
     assert!(flusher.close(Duration::from_secs(10)));
     assert!(spool.list(10).unwrap().is_empty(), "delivered and deleted");
     assert_eq!(server.requests().len(), 1, "sent once");
