@@ -112,7 +112,7 @@ pub fn child_writer(dir: &Path, max: usize) -> std::process::Child {
         .env("SPOOL_MAX_BYTES", "1GiB")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    cmd.spawn().expect("child writer starts")
+    super::retrying_start(|| cmd.spawn()).expect("child writer starts")
 }
 
 /// A child writer that records `n` events fire-and-forget (`track`) and prints

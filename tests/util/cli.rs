@@ -133,13 +133,11 @@ impl SpoolCmd {
         let Some(data) = self.input.take() else {
             return output_of(&mut self.cmd);
         };
-        let mut child = self
-            .cmd
+        self.cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spool starts");
+            .stderr(Stdio::piped());
+        let mut child = retrying_start(|| self.cmd.spawn()).expect("spool starts");
         let mut stdin = child.stdin.take().expect("stdin");
         // Written from a thread: a child that fails early must not block us on a full pipe.
         let writer = std::thread::spawn(move || {
@@ -157,11 +155,8 @@ impl SpoolCmd {
     }
 
     pub fn spawn(mut self) -> std::process::Child {
-        self.cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spool starts")
+        self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        retrying_start(|| self.cmd.spawn()).expect("spool starts")
     }
 
     /// Runs, asserts exit 0, returns stdout.
@@ -231,18 +226,24 @@ pub fn detached_pid(stdout: &str) -> u32 {
         .expect(stdout)
 }
 
-/// `cmd.output()`. Under wine, starting a process sometimes fails with
-/// ERROR_INTERNAL_ERROR (1359) when many start at once (wine's own limit, not the
-/// code under test): that start is retried.
+/// `cmd.output()`, through [`retrying_start`].
 fn output_of(cmd: &mut Command) -> Output {
+    retrying_start(|| cmd.output()).expect("spool runs")
+}
+
+/// Runs `start` (a `spawn` or an `output`) again when it failed to start the process
+/// with ERROR_INTERNAL_ERROR (1359): under wine that happens when many processes start
+/// and die at once, wine's own limit, not the code under test. Elsewhere, and for any
+/// other error, the first result is returned.
+pub fn retrying_start<T>(mut start: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
     let mut tries = 0;
     loop {
-        match cmd.output() {
+        match start() {
             Err(e) if cfg!(windows) && e.raw_os_error() == Some(1359) && tries < 5 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(200));
             }
-            other => return other.expect("spool runs"),
+            other => return other,
         }
     }
 }
