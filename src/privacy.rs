@@ -623,23 +623,41 @@ impl Scrubber {
     /// (a cut error message counts) or a key.
     fn scrub_value_changed(&self, key: &str, value: &mut Value) -> bool {
         match value {
-            Value::String(s) => {
-                let mut changed = false;
-                if let Cow::Owned(clean) = self.scrub(s) {
-                    changed = clean != *s;
-                    *s = clean;
-                }
-                if is_error_key(key) {
-                    let before = s.len();
-                    truncate_chars(s, MAX_ERROR_CHARS);
-                    changed |= s.len() != before;
-                }
-                changed
-            }
+            Value::String(s) => self.scrub_string_changed(s, is_error_key(key)),
             Value::Array(items) => items
                 .iter_mut()
                 .fold(false, |c, v| self.scrub_value_changed(key, v) | c),
             Value::Object(map) => self.scrub_properties_changed(map, |_| false),
+            _ => false,
+        }
+    }
+
+    /// Scrubs a string (cutting it as an error message if `error_key`), returning
+    /// true if and only if that changed it.
+    fn scrub_string_changed(&self, s: &mut String, error_key: bool) -> bool {
+        let mut changed = false;
+        if let Cow::Owned(clean) = self.scrub(s) {
+            changed = clean != *s;
+            *s = clean;
+        }
+        if error_key {
+            let before = s.len();
+            truncate_chars(s, MAX_ERROR_CHARS);
+            changed |= s.len() != before;
+        }
+        changed
+    }
+
+    /// The value of a declared `string` or `string_list` property, scrubbed (a string,
+    /// or each string of a list; anything else is left), returning true if and only
+    /// if that changed it. `error_key`: the property's name is an error message's.
+    pub(crate) fn scrub_declared(&self, value: &mut Value, error_key: bool) -> bool {
+        match value {
+            Value::String(s) => self.scrub_string_changed(s, error_key),
+            Value::Array(items) => items.iter_mut().fold(false, |c, v| match v {
+                Value::String(s) => self.scrub_string_changed(s, error_key) | c,
+                _ => c,
+            }),
             _ => false,
         }
     }
@@ -709,12 +727,21 @@ fn account_name() -> Option<String> {
 /// `message`, `msg`, `reason`, `stack`, `backtrace` or `stacktrace` (any case). So
 /// `error.message` and `exit_reason` are, `error_count` is not.
 pub fn is_error_key(key: &str) -> bool {
-    key.rsplit(['.', '_', '-', ':']).next().is_some_and(|seg| {
-        matches!(
-            seg.to_ascii_lowercase().as_str(),
-            "error" | "err" | "message" | "msg" | "reason" | "stack" | "backtrace" | "stacktrace"
-        )
-    })
+    const WORDS: [&str; 8] = [
+        "error",
+        "err",
+        "message",
+        "msg",
+        "reason",
+        "stack",
+        "backtrace",
+        "stacktrace",
+    ];
+    // Compared in place, not lowercased into a new string: this runs for every
+    // string value recorded.
+    key.rsplit(['.', '_', '-', ':'])
+        .next()
+        .is_some_and(|seg| WORDS.iter().any(|w| seg.eq_ignore_ascii_case(w)))
 }
 
 /// Cuts `s` to at most `max` characters, the ellipsis included: a string that was cut

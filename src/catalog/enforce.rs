@@ -36,11 +36,23 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// What the check found of an event it accepts, for the scrubbing after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// Some string of a property with a `max_length` may be over it even unscrubbed.
+    pub(crate) long: bool,
+    /// Every entry is a declared property by its flat name (no nested object), so
+    /// [`EventRules::scrub_flat`] can scrub it by the declared types.
+    pub(crate) flat: bool,
+}
+
 /// The catalog as recording uses it.
 #[derive(Debug)]
 pub(crate) struct Rules {
     app: String,
     events: Map2<EventRules>,
+    /// Whether some event has an expiry date: only then is the clock asked.
+    any_expiry: bool,
 }
 
 #[derive(Debug)]
@@ -90,6 +102,9 @@ struct Slot {
     start: u32,
     len: u32,
     kind: Kind,
+    /// Whether the name is an error message's ([`crate::privacy::is_error_key`]),
+    /// worked out once here instead of for every value.
+    error_key: bool,
     max: u32,
     first_value: u32,
     value_count: u32,
@@ -153,6 +168,7 @@ impl Rules {
                 rules.declared.push(Slot {
                     start,
                     len: p.name.len() as u32,
+                    error_key: crate::privacy::is_error_key(&p.name),
                     kind: match p.kind {
                         PropertyType::String => Kind::String,
                         PropertyType::Bool => Kind::Bool,
@@ -186,6 +202,7 @@ impl Rules {
         }
         Rules {
             app: catalog.app.clone(),
+            any_expiry: catalog.events.iter().any(|e| e.expires != Expiry::Never),
             events,
         }
     }
@@ -197,18 +214,24 @@ impl Rules {
         props: &Map<String, Value>,
         now_ms: i64,
     ) -> Result<(), Refusal> {
-        self.check_cuts(event, props, now_ms).map(|_| ())
+        self.verdict(event, props, now_ms).map(|_| ())
     }
 
-    /// [`Rules::check`], saying too whether a value may need cutting to its
-    /// `max_length` even if the scrubber leaves it alone: `false` only when every
-    /// string of a property with one is within it (in bytes, so in characters).
-    pub(crate) fn check_cuts(
+    /// Returns true if and only if some event has an expiry date, so checking needs
+    /// the time.
+    pub(crate) fn any_expiry(&self) -> bool {
+        self.any_expiry
+    }
+
+    /// [`Rules::check`], saying too what the scrubbing after it needs to know (see
+    /// [`Verdict`]): `long` is false only when every string of a property with a
+    /// `max_length` is within it (in bytes, so in characters).
+    pub(crate) fn verdict(
         &self,
         event: &str,
         props: &Map<String, Value>,
         now_ms: i64,
-    ) -> Result<bool, Refusal> {
+    ) -> Result<Verdict, Refusal> {
         // The usual event passes the tight loop; a refusal, or values nested under a
         // dotted prefix, take the full walk, which says why.
         if let Some(rules) = self.events.get(event) {
@@ -217,12 +240,18 @@ impl Rules {
                 .as_ref()
                 .is_none_or(|(day, _)| day_of(now_ms) < *day);
             if let (true, Some(long)) = (live, rules.all_declared_flat(props)) {
-                return Ok(long);
+                return Ok(Verdict { long, flat: true });
             }
         }
         let mut found = Vec::new();
         self.collect(event, props, now_ms, false, &mut found);
-        found.pop().map_or(Ok(true), Err)
+        found.pop().map_or(
+            Ok(Verdict {
+                long: true,
+                flat: false,
+            }),
+            Err,
+        )
     }
 
     /// Every reason to refuse the event, not only the first (for `schema --check`).
@@ -333,6 +362,38 @@ impl EventRules {
             }
         }
         out
+    }
+
+    /// Scrubs an event the check found flat ([`Verdict::flat`]) by its declared
+    /// types, and cuts its strings to their `max_length` (all of them if `long`, else
+    /// those the scrubber changed). A declared name and an `enum` value are the
+    /// catalog's own text, never the user's, so they are stored as declared: only
+    /// `string` and `string_list` values are scrubbed (except those `keep` names, a
+    /// host's [`crate::Event::unscrubbed_property`]). Returns false, having changed
+    /// nothing, if the first entry is not declared (the check said otherwise, so
+    /// never); for a later one, after scrubbing those before it: scrubbing them
+    /// again, as the caller then does by the general rules, changes nothing more.
+    pub(crate) fn scrub_flat(
+        &self,
+        props: &mut Map<String, Value>,
+        scrubber: &crate::privacy::Scrubber,
+        keep: impl Fn(&str) -> bool,
+        long: bool,
+    ) -> bool {
+        let mut cursor = 0;
+        for (key, value) in props.iter_mut() {
+            let Some((_, slot)) = self.slot(key, &mut cursor) else {
+                return false;
+            };
+            if !matches!(slot.kind, Kind::String | Kind::StringList) {
+                continue;
+            }
+            let changed = !keep(key) && scrubber.scrub_declared(value, slot.error_key);
+            if slot.max != u32::MAX && (long || changed) {
+                cut(value, slot.max as usize);
+            }
+        }
+        true
     }
 
     /// A cutter for [`EventRules::cut_entry`]: where in the declared order it is.
@@ -851,6 +912,82 @@ mod tests {
         assert_eq!(props["error.message"].as_str().unwrap().chars().count(), 10);
         assert_eq!(props["host"]["kind"], "ops@example.com");
         assert!(e.is_raw("host.kind") && !e.is_raw("trigger") && !e.is_raw("duration"));
+    }
+
+    /// A flat event scrubbed by its declared types: the values are what the general
+    /// rules give (strings and lists scrubbed, then cut; an error message cut to
+    /// 1000), except that a declared name and an `enum` value are the catalog's text
+    /// and stay as declared, even when they read like this user's name.
+    #[test]
+    fn a_flat_event_is_scrubbed_by_its_declared_types() {
+        let scrubber = crate::privacy::Scrubber::new(Some("/home/ada"), Some("ada"));
+        let catalog = Catalog::new("t").event(
+            DeclaredEvent::usage("e", "E.")
+                .property(DeclaredProperty::string("ada", "named like the user"))
+                .property(DeclaredProperty::string("path", "p").max_length(6))
+                .property(DeclaredProperty::one_of("kind", ["ada", "vm"], "k"))
+                .property(DeclaredProperty::string_list("files", "f").max_length(100))
+                .property(DeclaredProperty::string("error", "e"))
+                .property(DeclaredProperty::integer("n", "n"))
+                .property(DeclaredProperty::string("raw", "kept")),
+        );
+        let r = Rules::new(&catalog);
+        let long_error = "x".repeat(1500);
+        let Value::Object(given) = json!({
+            "ada": "in /home/ada/src",
+            // Within its 6 bytes as given; longer once scrubbed, so cut.
+            "path": "a@b.co",
+            "kind": "ada",
+            "files": ["/home/ada/f", "ok"],
+            "error": long_error,
+            "n": 3,
+            "raw": "/home/ada/kept",
+        }) else {
+            panic!()
+        };
+        let v = r.verdict("e", &given, 0).unwrap();
+        assert_eq!(
+            v,
+            Verdict {
+                long: false,
+                flat: true
+            }
+        );
+        let e = r.event("e").unwrap();
+        let mut props = given.clone();
+        assert!(e.scrub_flat(&mut props, &scrubber, |k| k == "raw", v.long));
+        assert_eq!(
+            Value::Object(props),
+            json!({
+                "ada": "in ~/src",
+                "path": "<emai…",
+                "kind": "ada",
+                "files": ["~/f", "ok"],
+                "error": format!("{}…", "x".repeat(999)),
+                "n": 3,
+                "raw": "/home/ada/kept",
+            })
+        );
+        // The general rules agree on every value; they only rename the key.
+        let mut general = given.clone();
+        scrubber.scrub_properties(&mut general, |k| k == "raw" || k == "kind");
+        for (k, v) in general.iter_mut() {
+            if k == "path" {
+                cut(v, 6);
+            }
+        }
+        assert_eq!(general["<user>"], "in ~/src");
+        assert_eq!(general["path"], "<emai…");
+        assert_eq!(general["error"].as_str().unwrap().chars().count(), 1000);
+        // A nested value is not flat: the general rules take it.
+        let Value::Object(nested) = json!({"n": 1, "path": "p", "x": {"y": 1}}) else {
+            panic!()
+        };
+        assert!(r.verdict("e", &nested, 0).is_err());
+        let mut first_undeclared = nested;
+        first_undeclared.shift_remove("n");
+        first_undeclared.shift_remove("path");
+        assert!(!e.scrub_flat(&mut first_undeclared.clone(), &scrubber, |_| false, true));
     }
 
     #[test]

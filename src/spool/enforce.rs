@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{Inner, Spool};
 use crate::Catalog;
-use crate::catalog::enforce::{Refusal, Rules};
+use crate::catalog::enforce::{Refusal, Rules, Verdict};
 use crate::consent::Persisted;
 use crate::error::{Kind, Result};
 use crate::event::Event;
@@ -56,6 +56,25 @@ pub(crate) fn check_catalog_app(catalog: &Catalog, app: &str) -> Result<()> {
         catalog.app
     ))
     .into())
+}
+
+/// Per event, what the catalog's check found ([`Verdict`]): none without a catalog,
+/// and no allocation for the usual single event.
+pub(crate) enum Verdicts {
+    None,
+    One(Verdict),
+    Many(Vec<Verdict>),
+}
+
+impl Verdicts {
+    /// The verdict on the `i`-th event, if the catalog gave one.
+    pub(crate) fn get(&self, i: usize) -> Option<Verdict> {
+        match self {
+            Verdicts::None => None,
+            Verdicts::One(v) => (i == 0).then_some(*v),
+            Verdicts::Many(all) => all.get(i).copied(),
+        }
+    }
 }
 
 impl Spool {
@@ -132,26 +151,38 @@ impl Spool {
     }
 
     /// Checks `events` against the catalog, if there is one; on a refusal, counts
-    /// every refused event and returns the first. Else, per event, whether a value
-    /// may need cutting to a `max_length` even unscrubbed (see
-    /// [`Rules::check_cuts`]); empty without a catalog.
-    pub(super) fn enforce_catalog(&self, events: &[Event]) -> Result<Vec<bool>> {
+    /// every refused event and returns the first. Else the verdict on each (see
+    /// [`Rules::verdict`]).
+    pub(super) fn enforce_catalog(&self, events: &[Event]) -> Result<Verdicts> {
         let rules = match &self.inner.catalog {
-            CatalogState::None => return Ok(Vec::new()),
+            CatalogState::None => return Ok(Verdicts::None),
             CatalogState::Invalid(why) => return Err(Kind::Catalog(why.clone()).into()),
             CatalogState::Ready(e) => &e.rules,
         };
-        let now = self.inner.now();
-        let mut long = Vec::with_capacity(events.len());
+        let now = if rules.any_expiry() {
+            self.inner.now()
+        } else {
+            0 // no expiry to compare it with
+        };
+        if let [e] = events {
+            return match rules.verdict(e.name(), e.properties_map(), now) {
+                Ok(v) => Ok(Verdicts::One(v)),
+                Err(r) => {
+                    self.count_undeclared(std::slice::from_ref(&r));
+                    Err(Kind::Undeclared(r).into())
+                }
+            };
+        }
+        let mut verdicts = Vec::with_capacity(events.len());
         let mut refused: Vec<Refusal> = Vec::new();
         for e in events {
-            match rules.check_cuts(e.name(), e.properties_map(), now) {
-                Ok(l) => long.push(l),
+            match rules.verdict(e.name(), e.properties_map(), now) {
+                Ok(v) => verdicts.push(v),
                 Err(r) => refused.push(r),
             }
         }
         let Some(first) = refused.first().cloned() else {
-            return Ok(long);
+            return Ok(Verdicts::Many(verdicts));
         };
         self.count_undeclared(&refused);
         Err(Kind::Undeclared(first).into())
@@ -163,7 +194,11 @@ impl Spool {
         let CatalogState::Ready(e) = &self.inner.catalog else {
             return events;
         };
-        let now = self.inner.now();
+        let now = if e.rules.any_expiry() {
+            self.inner.now()
+        } else {
+            0 // no expiry to compare it with
+        };
         let mut refused = Vec::new();
         let kept = events
             .into_iter()

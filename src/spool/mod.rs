@@ -727,19 +727,26 @@ impl Inner {
     }
 
     /// Scrubs an event's properties; with a catalog, its `enum`s are kept as declared
-    /// and strings with a `max_length` cut to it after scrubbing.
+    /// and strings with a `max_length` cut to it after scrubbing. `verdict` is the
+    /// check's: an event of flat declared names only is scrubbed by its types.
     fn scrub(
         &self,
         event: &str,
         mut props: Map<String, Value>,
         raw_keys: &std::collections::BTreeSet<String>,
-        long: bool,
+        verdict: Option<crate::catalog::enforce::Verdict>,
     ) -> Map<String, Value> {
         let scrubber = crate::privacy::current_user();
         let Some(declared) = self.catalog.rules().and_then(|r| r.event(event)) else {
             scrubber.scrub_properties(&mut props, |k| raw_keys.contains(k));
             return props;
         };
+        let long = verdict.is_none_or(|v| v.long);
+        if verdict.is_some_and(|v| v.flat)
+            && declared.scrub_flat(&mut props, scrubber, |k| raw_keys.contains(k), long)
+        {
+            return props;
+        }
         let enums = declared.nested_enums(&props);
         let changed = if declared.has_raw() {
             scrubber.scrub_properties_changed(&mut props, |k| {

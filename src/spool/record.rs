@@ -96,7 +96,7 @@ impl Spool {
             crate::deletion::check_not_reserved(e.name())?;
         }
         // Before anything touches disk: a refused event's content is never written.
-        let long = self.enforce_catalog(&events)?;
+        let verdicts = self.enforce_catalog(&events)?;
         let inner = &self.inner;
         // An opt-out in the environment decides whatever the file says: record nothing
         // without reading it (an opted-out `spool track` does no I/O at all).
@@ -144,8 +144,7 @@ impl Spool {
                     drop_flat(props);
                     return Err(e);
                 }
-                let long = long.get(i).copied().unwrap_or(true);
-                let properties = inner.scrub(&name, props, &raw_keys, long);
+                let properties = inner.scrub(&name, props, &raw_keys, verdicts.get(i));
                 // Field for field the public `Payload`, with the parts that are the same
                 // for every event borrowed (the context serialized once per process).
                 let p = PayloadRef {
