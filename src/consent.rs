@@ -252,9 +252,18 @@ impl Consent {
         persisted: &Persisted,
         policy: ConsentPolicy,
     ) -> Self {
-        let prefix = env_prefix(app);
-        let disabled_var = format!("{prefix}_TELEMETRY_DISABLED");
-        let telemetry_var = format!("{prefix}_TELEMETRY");
+        Self::decide_named(&EnvNames::new(app), env, persisted, policy)
+    }
+
+    /// [`Consent::decide_under`] with the app's variable names already worked out.
+    pub(crate) fn decide_named(
+        names: &EnvNames,
+        env: impl Fn(&str) -> Option<String>,
+        persisted: &Persisted,
+        policy: ConsentPolicy,
+    ) -> Self {
+        let disabled_var = &names.disabled;
+        let telemetry_var = &names.telemetry;
         let decided = |enabled: bool, rule: &'static str, reason: String| Consent {
             enabled,
             rule,
@@ -280,7 +289,7 @@ impl Consent {
             Persisted::Chosen(false) => "; the persisted choice is off",
             _ => "",
         };
-        if let Some(v) = env(&disabled_var).filter(|v| is_truthy(v)) {
+        if let Some(v) = env(disabled_var).filter(|v| is_truthy(v)) {
             return decided(
                 false,
                 "env_disabled",
@@ -294,7 +303,7 @@ impl Consent {
                 format!("DO_NOT_TRACK={v} is set{underneath}"),
             );
         }
-        if let Some(v) = env(&telemetry_var) {
+        if let Some(v) = env(telemetry_var) {
             if is_falsy(&v) || is_truthy(&v) {
                 return decided(
                     is_truthy(&v),
@@ -358,10 +367,35 @@ pub fn debug_mode(app: &str) -> bool {
 
 /// [`debug_mode`] with this environment lookup.
 pub(crate) fn debug_mode_with(app: &str, env: impl Fn(&str) -> Option<String>) -> bool {
-    let var = format!("{}_TELEMETRY_DEBUG", env_prefix(app));
-    [var.as_str(), "SPOOL_DEBUG"]
+    debug_named(&EnvNames::new(app), env)
+}
+
+/// [`debug_mode_with`] with the app's variable names already worked out.
+pub(crate) fn debug_named(names: &EnvNames, env: impl Fn(&str) -> Option<String>) -> bool {
+    [names.debug.as_str(), "SPOOL_DEBUG"]
         .iter()
         .any(|k| env(k).is_some_and(|v| is_truthy(&v)))
+}
+
+/// The names of an app's own variables (`<APP>_TELEMETRY_DISABLED`,
+/// `<APP>_TELEMETRY`, `<APP>_TELEMETRY_DEBUG`), worked out once per spool: recording
+/// asks them for every event.
+#[derive(Debug, Clone)]
+pub(crate) struct EnvNames {
+    pub(crate) disabled: String,
+    pub(crate) telemetry: String,
+    pub(crate) debug: String,
+}
+
+impl EnvNames {
+    pub(crate) fn new(app: &str) -> EnvNames {
+        let p = env_prefix(app);
+        EnvNames {
+            disabled: format!("{p}_TELEMETRY_DISABLED"),
+            telemetry: format!("{p}_TELEMETRY"),
+            debug: format!("{p}_TELEMETRY_DEBUG"),
+        }
+    }
 }
 
 #[cfg(test)]

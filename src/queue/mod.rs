@@ -36,6 +36,45 @@ const INSERT: &str =
 
 const TOTALS: &str = "SELECT events, bytes FROM totals WHERE id = 0";
 
+/// A `BEGIN IMMEDIATE` transaction with its `BEGIN` and `COMMIT` prepared once per
+/// connection: `rusqlite::Transaction` parses both anew each time, a tenth of a warm
+/// `track`'s instructions. Rolled back when dropped uncommitted, on an error or an
+/// unwind alike, as a `Transaction` is.
+struct Immediate<'c> {
+    conn: &'c Connection,
+    open: bool,
+}
+
+impl<'c> Immediate<'c> {
+    fn begin(conn: &'c Connection) -> rusqlite::Result<Immediate<'c>> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Immediate { conn, open: true })
+    }
+
+    fn commit(mut self) -> rusqlite::Result<()> {
+        self.conn.prepare_cached("COMMIT")?.execute([])?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Immediate<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Drop for Immediate<'_> {
+    fn drop(&mut self) {
+        // A failed COMMIT may leave the transaction open (SQLITE_BUSY): it is ended
+        // here either way, so the connection never holds the write lock after.
+        if self.open && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
 /// Every statement that adds or deletes events runs this in the same transaction.
 const ADJUST_TOTALS: &str =
     "UPDATE totals SET events = events + ?1, bytes = bytes + ?2 WHERE id = 0";
@@ -132,11 +171,7 @@ fn row_to_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueuedEvent> {
     })
 }
 
-fn enforce_caps(
-    tx: &rusqlite::Transaction<'_>,
-    max_events: u64,
-    max_bytes: u64,
-) -> rusqlite::Result<u64> {
+fn enforce_caps(tx: &Connection, max_events: u64, max_bytes: u64) -> rusqlite::Result<u64> {
     let (mut events, mut bytes): (i64, i64) = tx
         .prepare_cached(TOTALS)?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -189,9 +224,8 @@ impl Queue {
         max_bytes: u64,
         still_allowed: impl FnOnce() -> bool,
     ) -> Result<Enqueued> {
-        let path = self.path.clone();
         let run = |conn: &mut Connection| -> rusqlite::Result<Enqueued> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = Immediate::begin(conn)?;
             if !still_allowed() {
                 return Ok(Enqueued::Revoked);
             }
@@ -214,7 +248,8 @@ impl Queue {
             tx.commit()?;
             Ok(Enqueued::Committed { evicted })
         };
-        run(&mut self.conn).map_err(|e| Error::queue(path, e))
+        let done = run(&mut self.conn);
+        done.map_err(|e| Error::queue(self.path.clone(), e))
     }
 
     /// The oldest `limit` events, oldest first.

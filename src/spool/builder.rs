@@ -297,6 +297,7 @@ impl SpoolBuilder {
                 consent_policy: self.consent_policy,
                 deletion_request: self.deletion_request,
                 fingerprint: OnceLock::new(),
+                env_names: OnceLock::new(),
                 // UUIDv7: PostHog counts only v7 session ids, and every receiver can sort by them.
                 session_id: self
                     .session_id

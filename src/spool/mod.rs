@@ -15,7 +15,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::app::{host_var, validate_app_name};
-use crate::consent::{Consent, ConsentPolicy, Persisted, debug_mode_with};
+use crate::consent::{Consent, ConsentPolicy, Persisted};
 use crate::context::Context;
 use crate::error::{Kind, Result};
 use crate::event::Event;
@@ -27,6 +27,7 @@ use crate::time::now_ms;
 
 mod builder;
 mod enforce;
+mod env_memo;
 mod gate;
 mod record;
 mod settings_cache;
@@ -122,6 +123,8 @@ pub(crate) struct Inner {
     pub(crate) deletion_request: Option<bool>,
     /// The catalog's fingerprint, computed once.
     fingerprint: OnceLock<Fingerprint>,
+    /// The app's variable names, worked out once.
+    env_names: OnceLock<crate::consent::EnvNames>,
     state: Mutex<State>,
     session_id: String,
     failures: AtomicU64,
@@ -634,14 +637,34 @@ impl Inner {
         self.clock.clone()
     }
 
-    /// A variable in this spool's environment.
+    /// A variable in this spool's environment; inside an [`EnvScope`] of this spool,
+    /// read once and then remembered.
     pub(crate) fn var(&self, name: &str) -> Option<String> {
-        (self.env)(name)
+        let me = self as *const Inner as usize;
+        if let Some(v) = env_memo::recall(me, name) {
+            return v;
+        }
+        let v = (self.env)(name);
+        env_memo::remember(me, name, &v);
+        v
+    }
+
+    /// Until the scope returned ends, each variable this spool reads on this thread
+    /// is read once: one `track` asks the same few about a dozen times (consent
+    /// three times, debug mode, the limits), each a scan of the environment. Nested
+    /// scopes are the outer one.
+    pub(crate) fn env_scope(&self) -> env_memo::EnvScope {
+        env_memo::EnvScope::enter(self as *const Inner as usize)
+    }
+
+    fn env_names(&self) -> &crate::consent::EnvNames {
+        self.env_names
+            .get_or_init(|| crate::consent::EnvNames::new(&self.app))
     }
 
     /// Consent from this spool's environment and the persisted choice, under `policy`.
     pub(crate) fn consent_with(&self, persisted: &Persisted, policy: ConsentPolicy) -> Consent {
-        Consent::decide_under(&self.app, |k| self.var(k), persisted, policy)
+        Consent::decide_named(self.env_names(), |k| self.var(k), persisted, policy)
     }
 
     /// The environment's opt-out, if the environment alone turns telemetry off
@@ -698,7 +721,7 @@ impl Inner {
 
     /// Debug mode in this spool's environment.
     fn debug_mode(&self) -> bool {
-        debug_mode_with(&self.app, |k| self.var(k))
+        crate::consent::debug_named(self.env_names(), |k| self.var(k))
     }
 
     fn require_dir(&self) -> Result<&Path> {

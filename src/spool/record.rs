@@ -90,6 +90,7 @@ impl Spool {
     /// Records several events in one transaction; all or none are queued. With a
     /// catalog, one event it refuses refuses the batch (each refused event counted).
     pub fn try_track_batch(&self, events: Vec<Event>) -> Result<Vec<Recorded>> {
+        let _env = self.inner.env_scope();
         validate_app_name(&self.inner.app)?;
         for e in &events {
             validate_name(e.name())?;
