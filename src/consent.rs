@@ -382,12 +382,16 @@ pub(crate) fn debug_named(names: &EnvNames, env: impl Fn(&str) -> Option<String>
 /// asks them for every event.
 #[derive(Debug, Clone)]
 pub(crate) struct EnvNames {
+    /// `<APP>_TELEMETRY_DISABLED`.
     pub(crate) disabled: String,
+    /// `<APP>_TELEMETRY`.
     pub(crate) telemetry: String,
+    /// `<APP>_TELEMETRY_DEBUG`.
     pub(crate) debug: String,
 }
 
 impl EnvNames {
+    /// The names for `app` (see [`env_prefix`]).
     pub(crate) fn new(app: &str) -> EnvNames {
         let p = env_prefix(app);
         EnvNames {

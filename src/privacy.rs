@@ -674,6 +674,37 @@ impl Scrubber {
         self.scrub_properties_changed(map, is_raw);
     }
 
+    /// [`Scrubber::scrub_properties_changed`] for an object whose keys, nested ones
+    /// too, are all a catalog's declared names (an event the catalog accepted): the
+    /// values are scrubbed and the keys kept, as the catalog's own text. Returns true
+    /// if and only if it changed a value.
+    pub(crate) fn scrub_values_changed(
+        &self,
+        map: &mut Map<String, Value>,
+        is_raw: impl Fn(&str) -> bool,
+    ) -> bool {
+        self.scrub_values_dyn(map, &is_raw)
+    }
+
+    /// [`Scrubber::scrub_values_changed`], not generic, as it recurses.
+    fn scrub_values_dyn(
+        &self,
+        map: &mut Map<String, Value>,
+        is_raw: &dyn Fn(&str) -> bool,
+    ) -> bool {
+        let mut changed = false;
+        for (k, v) in map.iter_mut() {
+            if is_raw(k) {
+                continue;
+            }
+            changed |= match v {
+                Value::Object(inner) => self.scrub_values_dyn(inner, &|_| false),
+                other => self.scrub_value_changed(k, other),
+            };
+        }
+        changed
+    }
+
     /// [`Scrubber::scrub_properties`], returning true if and only if it changed a key
     /// or a value (the catalog cuts strings to their `max_length` only then, or when
     /// one was long to begin with).

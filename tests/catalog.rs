@@ -380,6 +380,56 @@ fn strings_are_cut_to_max_length_with_the_ellipsis_and_enums_stored_as_declared(
     );
 }
 
+/// A declared name is the catalog's text, never the user's: it is stored as declared
+/// even when it reads like the user's name, whether the event's values come flat or
+/// nested, while the values are scrubbed. Without a catalog the same key is scrubbed.
+#[test]
+fn declared_names_are_stored_as_declared_and_their_values_scrubbed() {
+    let (t, dir) = temp();
+    let home = t.path().join("zoe-quill");
+    std::fs::create_dir_all(&home).unwrap();
+    let file = t.path().join("named.json");
+    std::fs::write(
+        &file,
+        r#"{"app": "spool", "events": {"e": {"description": "E.", "category": "usage",
+            "expires": "never", "properties": {
+              "zoe-quill": {"type": "string", "purpose": "Named like the user"},
+              "host.zoe-quill": {"type": "string", "purpose": "Nested, named like the user"}
+            }}}}"#,
+    )
+    .unwrap();
+    let track = |catalog: bool, props: &str| {
+        let mut args = Vec::new();
+        if catalog {
+            args.extend(["--catalog".to_string(), file.display().to_string()]);
+        }
+        args.extend(["track", "e", "--props", props].map(String::from));
+        spool(&dir).env("HOME", &home).args(&args).ok();
+    };
+    track(
+        true,
+        r#"{"zoe-quill": "job of zoe-quill", "host.zoe-quill": "job of zoe-quill"}"#,
+    );
+    track(
+        true,
+        r#"{"zoe-quill": "job of zoe-quill", "host": {"zoe-quill": "job of zoe-quill"}}"#,
+    );
+    track(false, r#"{"zoe-quill": "job of zoe-quill"}"#);
+    let props: Vec<Value> = queued(&dir)
+        .iter()
+        .map(|q| q["payload"]["properties"].clone())
+        .collect();
+    assert_eq!(
+        props[0],
+        json!({"zoe-quill": "job of <user>", "host.zoe-quill": "job of <user>"})
+    );
+    assert_eq!(
+        props[1],
+        json!({"zoe-quill": "job of <user>", "host": {"zoe-quill": "job of <user>"}})
+    );
+    assert_eq!(props[2], json!({"<user>": "job of <user>"}), "no catalog");
+}
+
 /// A string within its `max_length` that the scrubber makes longer is cut too: the
 /// cut runs after scrubbing whenever the scrubber changed something, not only when a
 /// value was long to begin with.

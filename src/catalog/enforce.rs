@@ -369,21 +369,23 @@ impl EventRules {
     /// those the scrubber changed). A declared name and an `enum` value are the
     /// catalog's own text, never the user's, so they are stored as declared: only
     /// `string` and `string_list` values are scrubbed (except those `keep` names, a
-    /// host's [`crate::Event::unscrubbed_property`]). Returns false, having changed
-    /// nothing, if the first entry is not declared (the check said otherwise, so
-    /// never); for a later one, after scrubbing those before it: scrubbing them
-    /// again, as the caller then does by the general rules, changes nothing more.
+    /// host's [`crate::Event::unscrubbed_property`]).
     pub(crate) fn scrub_flat(
         &self,
         props: &mut Map<String, Value>,
         scrubber: &crate::privacy::Scrubber,
         keep: impl Fn(&str) -> bool,
         long: bool,
-    ) -> bool {
+    ) {
         let mut cursor = 0;
         for (key, value) in props.iter_mut() {
             let Some((_, slot)) = self.slot(key, &mut cursor) else {
-                return false;
+                // The check found every key declared in this same map, so never; if
+                // it were, the value is scrubbed as without a catalog.
+                if !keep(key) {
+                    scrubber.scrub_value(key, value);
+                }
+                continue;
             };
             if !matches!(slot.kind, Kind::String | Kind::StringList) {
                 continue;
@@ -393,7 +395,6 @@ impl EventRules {
                 cut(value, slot.max as usize);
             }
         }
-        true
     }
 
     /// A cutter for [`EventRules::cut_entry`]: where in the declared order it is.
@@ -929,7 +930,8 @@ mod tests {
                 .property(DeclaredProperty::string_list("files", "f").max_length(100))
                 .property(DeclaredProperty::string("error", "e"))
                 .property(DeclaredProperty::integer("n", "n"))
-                .property(DeclaredProperty::string("raw", "kept")),
+                .property(DeclaredProperty::string("raw", "kept"))
+                .property(DeclaredProperty::string("host.os", "os")),
         );
         let r = Rules::new(&catalog);
         let long_error = "x".repeat(1500);
@@ -942,6 +944,7 @@ mod tests {
             "error": long_error,
             "n": 3,
             "raw": "/home/ada/kept",
+            "host.os": null,
         }) else {
             panic!()
         };
@@ -955,39 +958,62 @@ mod tests {
         );
         let e = r.event("e").unwrap();
         let mut props = given.clone();
-        assert!(e.scrub_flat(&mut props, &scrubber, |k| k == "raw", v.long));
-        assert_eq!(
-            Value::Object(props),
-            json!({
-                "ada": "in ~/src",
-                "path": "<emai…",
-                "kind": "ada",
-                "files": ["~/f", "ok"],
-                "error": format!("{}…", "x".repeat(999)),
-                "n": 3,
-                "raw": "/home/ada/kept",
-            })
-        );
-        // The general rules agree on every value; they only rename the key.
+        e.scrub_flat(&mut props, &scrubber, |k| k == "raw", v.long);
+        let want = json!({
+            "ada": "in ~/src",
+            "path": "<emai…",
+            "kind": "ada",
+            "files": ["~/f", "ok"],
+            "error": format!("{}…", "x".repeat(999)),
+            "n": 3,
+            "raw": "/home/ada/kept",
+            "host.os": null,
+        });
+        assert_eq!(Value::Object(props), want);
+        // The general path for an accepted event (values scrubbed, keys kept, then
+        // every entry cut) stores exactly the same.
         let mut general = given.clone();
-        scrubber.scrub_properties(&mut general, |k| k == "raw" || k == "kind");
+        scrubber.scrub_values_changed(&mut general, |k| k == "raw" || k == "kind");
+        let mut c = e.cutter();
         for (k, v) in general.iter_mut() {
-            if k == "path" {
-                cut(v, 6);
-            }
+            e.cut_entry(&mut c, k, v);
         }
-        assert_eq!(general["<user>"], "in ~/src");
-        assert_eq!(general["path"], "<emai…");
-        assert_eq!(general["error"].as_str().unwrap().chars().count(), 1000);
-        // A nested value is not flat: the general rules take it.
-        let Value::Object(nested) = json!({"n": 1, "path": "p", "x": {"y": 1}}) else {
+        assert_eq!(Value::Object(general), want);
+        // Without a catalog the key is scrubbed too: it reads like the user's name.
+        let mut unchecked = given.clone();
+        scrubber.scrub_properties(&mut unchecked, |k| k == "raw" || k == "kind");
+        assert_eq!(unchecked["<user>"], "in ~/src");
+        // A declared value sent nested is accepted, not flat: the general path
+        // takes it, and keeps the nested keys as declared too.
+        let Value::Object(mut nested) = json!({"n": 1, "host": {"os": "/home/ada/x", "ada": null}})
+        else {
             panic!()
         };
-        assert!(r.verdict("e", &nested, 0).is_err());
-        let mut first_undeclared = nested;
-        first_undeclared.shift_remove("n");
-        first_undeclared.shift_remove("path");
-        assert!(!e.scrub_flat(&mut first_undeclared.clone(), &scrubber, |_| false, true));
+        assert!(
+            r.verdict("e", &nested, 0).is_err(),
+            "host.ada is not declared"
+        );
+        nested["host"].as_object_mut().unwrap().shift_remove("ada");
+        let Value::Object(mut ada_nested) = json!({"host": {"os": "/home/ada/x"}, "ada": "x"})
+        else {
+            panic!()
+        };
+        for m in [&mut nested, &mut ada_nested] {
+            let v = r.verdict("e", m, 0).unwrap();
+            assert_eq!(
+                v,
+                Verdict {
+                    long: true,
+                    flat: false
+                }
+            );
+            scrubber.scrub_values_changed(m, |_| false);
+            assert_eq!(m["host"], json!({"os": "~/x"}));
+        }
+        assert_eq!(
+            ada_nested["ada"], "x",
+            "a declared name stays, nested event or not"
+        );
     }
 
     #[test]

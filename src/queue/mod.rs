@@ -46,11 +46,13 @@ struct Immediate<'c> {
 }
 
 impl<'c> Immediate<'c> {
+    /// `BEGIN IMMEDIATE`: waits for the write lock up to the busy timeout.
     fn begin(conn: &'c Connection) -> rusqlite::Result<Immediate<'c>> {
         conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         Ok(Immediate { conn, open: true })
     }
 
+    /// `COMMIT`; on an error the transaction is rolled back when `self` drops.
     fn commit(mut self) -> rusqlite::Result<()> {
         self.conn.prepare_cached("COMMIT")?.execute([])?;
         self.open = false;
@@ -68,7 +70,8 @@ impl std::ops::Deref for Immediate<'_> {
 impl Drop for Immediate<'_> {
     fn drop(&mut self) {
         // A failed COMMIT may leave the transaction open (SQLITE_BUSY): it is ended
-        // here either way, so the connection never holds the write lock after.
+        // here either way, so the connection does not hold the write lock after
+        // (unless the ROLLBACK itself fails, as with rusqlite's own Transaction).
         if self.open && !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
@@ -249,7 +252,7 @@ impl Queue {
             Ok(Enqueued::Committed { evicted })
         };
         let done = run(&mut self.conn);
-        done.map_err(|e| Error::queue(self.path.clone(), e))
+        done.map_err(|e| self.err(e))
     }
 
     /// The oldest `limit` events, oldest first.

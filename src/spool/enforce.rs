@@ -61,8 +61,11 @@ pub(crate) fn check_catalog_app(catalog: &Catalog, app: &str) -> Result<()> {
 /// Per event, what the catalog's check found ([`Verdict`]): none without a catalog,
 /// and no allocation for the usual single event.
 pub(crate) enum Verdicts {
-    None,
+    /// No catalog: nothing was checked.
+    NoCatalog,
+    /// The verdict on the only event.
     One(Verdict),
+    /// One verdict per event, in order.
     Many(Vec<Verdict>),
 }
 
@@ -70,7 +73,7 @@ impl Verdicts {
     /// The verdict on the `i`-th event, if the catalog gave one.
     pub(crate) fn get(&self, i: usize) -> Option<Verdict> {
         match self {
-            Verdicts::None => None,
+            Verdicts::NoCatalog => None,
             Verdicts::One(v) => (i == 0).then_some(*v),
             Verdicts::Many(all) => all.get(i).copied(),
         }
@@ -155,7 +158,7 @@ impl Spool {
     /// [`Rules::verdict`]).
     pub(super) fn enforce_catalog(&self, events: &[Event]) -> Result<Verdicts> {
         let rules = match &self.inner.catalog {
-            CatalogState::None => return Ok(Verdicts::None),
+            CatalogState::None => return Ok(Verdicts::NoCatalog),
             CatalogState::Invalid(why) => return Err(Kind::Catalog(why.clone()).into()),
             CatalogState::Ready(e) => &e.rules,
         };

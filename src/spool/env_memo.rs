@@ -4,10 +4,11 @@
 //! [`EnvScope`], so a variable changed between two calls is seen by the second.
 
 use std::cell::RefCell;
+use std::marker::PhantomData;
 
 /// What the scope on this thread has read: for whom (an `Inner`'s address; 0: no
 /// scope), and each name with its value. The buffers are kept between scopes, so a
-/// warm `track` allocates nothing here.
+/// warm `track` allocates here only to copy the value of a variable that is set.
 struct Memo {
     owner: usize,
     names: String,
@@ -24,15 +25,20 @@ thread_local! {
     };
 }
 
-/// While alive, [`recall`] and [`remember`] work for its owner on this thread.
-pub(crate) struct EnvScope {
+/// While alive, [`recall`] and [`remember`] work for its owner on this thread. It
+/// borrows the owner, so it cannot outlive it (and the address stays the owner's),
+/// and is not `Send`, so it ends on the thread whose memo it opened.
+pub(crate) struct EnvScope<'a> {
     /// False for a scope inside another (which stays in charge) or when the
     /// thread's memo is unusable (being torn down): then it does nothing.
     active: bool,
+    _owner: PhantomData<(&'a (), *const ())>,
 }
 
-impl EnvScope {
-    pub(super) fn enter(owner: usize) -> EnvScope {
+impl<'a> EnvScope<'a> {
+    /// Opens the memo on this thread for `owner` (the address of what `_of`
+    /// borrows), unless a scope is already open here.
+    pub(super) fn enter<T>(owner: usize, _of: &'a T) -> EnvScope<'a> {
         let active = MEMO
             .try_with(|m| match m.try_borrow_mut() {
                 Ok(mut m) if m.owner == 0 => {
@@ -44,11 +50,14 @@ impl EnvScope {
                 _ => false,
             })
             .unwrap_or(false);
-        EnvScope { active }
+        EnvScope {
+            active,
+            _owner: PhantomData,
+        }
     }
 }
 
-impl Drop for EnvScope {
+impl Drop for EnvScope<'_> {
     fn drop(&mut self) {
         if !self.active {
             return;
@@ -100,7 +109,7 @@ mod tests {
     fn a_scope_remembers_for_its_owner_only_and_forgets_when_it_ends() {
         assert_eq!(recall(1, "A"), None, "no scope: nothing remembered");
         {
-            let _outer = EnvScope::enter(1);
+            let _outer = EnvScope::enter(1, &());
             remember(1, "A", &Some("x".into()));
             remember(1, "B", &None);
             remember(2, "C", &Some("y".into()));
@@ -109,7 +118,7 @@ mod tests {
             assert_eq!(recall(1, "C"), None);
             assert_eq!(recall(2, "C"), None, "another owner is not remembered");
             {
-                let _inner = EnvScope::enter(2);
+                let _inner = EnvScope::enter(2, &());
                 assert_eq!(recall(1, "A"), Some(Some("x".into())), "the outer stays");
             }
             assert_eq!(recall(1, "A"), Some(Some("x".into())));

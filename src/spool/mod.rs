@@ -637,7 +637,7 @@ impl Inner {
         self.clock.clone()
     }
 
-    /// A variable in this spool's environment; inside an [`EnvScope`] of this spool,
+    /// A variable in this spool's environment; inside an [`env_memo::EnvScope`] of this spool,
     /// read once and then remembered.
     pub(crate) fn var(&self, name: &str) -> Option<String> {
         let me = self as *const Inner as usize;
@@ -653,10 +653,11 @@ impl Inner {
     /// is read once: one `track` asks the same few about a dozen times (consent
     /// three times, debug mode, the limits), each a scan of the environment. Nested
     /// scopes are the outer one.
-    pub(crate) fn env_scope(&self) -> env_memo::EnvScope {
-        env_memo::EnvScope::enter(self as *const Inner as usize)
+    pub(crate) fn env_scope(&self) -> env_memo::EnvScope<'_> {
+        env_memo::EnvScope::enter(self as *const Inner as usize, self)
     }
 
+    /// The app's variable names, worked out on first use.
     fn env_names(&self) -> &crate::consent::EnvNames {
         self.env_names
             .get_or_init(|| crate::consent::EnvNames::new(&self.app))
@@ -764,19 +765,24 @@ impl Inner {
             scrubber.scrub_properties(&mut props, |k| raw_keys.contains(k));
             return props;
         };
-        let long = verdict.is_none_or(|v| v.long);
-        if verdict.is_some_and(|v| v.flat)
-            && declared.scrub_flat(&mut props, scrubber, |k| raw_keys.contains(k), long)
-        {
+        let Some(verdict) = verdict else {
+            // Not checked (never so for a declared event): the general rules.
+            scrubber.scrub_properties(&mut props, |k| raw_keys.contains(k));
+            return props;
+        };
+        if verdict.flat {
+            declared.scrub_flat(&mut props, scrubber, |k| raw_keys.contains(k), verdict.long);
             return props;
         }
+        // Accepted, so every key, nested ones too, is part of a declared name: only
+        // the values are scrubbed.
+        let long = verdict.long;
         let enums = declared.nested_enums(&props);
         let changed = if declared.has_raw() {
-            scrubber.scrub_properties_changed(&mut props, |k| {
-                raw_keys.contains(k) || declared.is_raw(k)
-            })
+            scrubber
+                .scrub_values_changed(&mut props, |k| raw_keys.contains(k) || declared.is_raw(k))
         } else {
-            scrubber.scrub_properties_changed(&mut props, |k| raw_keys.contains(k))
+            scrubber.scrub_values_changed(&mut props, |k| raw_keys.contains(k))
         };
         // A string within its `max_length` in bytes that the scrubber left alone is
         // within it: usually nothing needs cutting, and the pass is skipped.
