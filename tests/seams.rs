@@ -232,3 +232,50 @@ fn consent_precedence_with_an_injected_environment() {
     assert!(std::env::var_os("SEAM_HOST_TELEMETRY_DIR").is_none());
     assert_eq!(build(&[]).limits().batch_size, Limits::default().batch_size);
 }
+
+/// Each recording call reads its environment once, and afresh: a variable changed
+/// between two calls is seen by the second, also after the first panicked inside the
+/// host's environment lookup. Each variable is read once per call, however often
+/// consent asks.
+#[test]
+fn each_call_reads_the_environment_once_and_the_next_call_afresh() {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+    let (_t, dir) = temp();
+    let vars: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let reads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let boom = Arc::new(AtomicBool::new(false));
+    let env = {
+        let (vars, reads, boom) = (vars.clone(), reads.clone(), boom.clone());
+        Arc::new(move |k: &str| {
+            if k == "SEAM_HOST_TELEMETRY" && boom.swap(false, Ordering::SeqCst) {
+                panic!("the host's lookup fails");
+            }
+            reads.lock().unwrap().push(k.to_string());
+            vars.lock().unwrap().get(k).cloned()
+        })
+    };
+    let spool = Spool::builder("seam-host").dir(&dir).env(env).build();
+    assert!(matches!(
+        spool.try_track(Event::new("a")).unwrap(),
+        eventspool::Recorded::Queued(_)
+    ));
+    let read = std::mem::take(&mut *reads.lock().unwrap());
+    let mut once = read.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(read.len(), once.len(), "each read once: {read:?}");
+    assert!(read.iter().any(|k| k == "DO_NOT_TRACK"), "{read:?}");
+
+    boom.store(true, Ordering::SeqCst);
+    spool.track(Event::new("b"));
+    assert_eq!(spool.failures(), 1, "the panic is caught and counted");
+    vars.lock()
+        .unwrap()
+        .insert("DO_NOT_TRACK".into(), "1".into());
+    assert_eq!(
+        spool.try_track(Event::new("c")).unwrap(),
+        eventspool::Recorded::Disabled,
+        "the next call reads DO_NOT_TRACK afresh"
+    );
+}

@@ -457,6 +457,55 @@ mod tests {
         put_capped(q, n, size, 5, 1000)
     }
 
+    /// Every way an enqueue ends leaves no transaction open: a revoked one, a panic
+    /// under the write lock (as `track` catches it), and a COMMIT that fails (a
+    /// deferred foreign key, checked only at COMMIT). Another connection can write
+    /// after each, the totals stay right, and the cached BEGIN and COMMIT still work
+    /// after another connection changed the schema.
+    #[test]
+    fn an_enqueue_ends_its_transaction_however_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut q = Queue::open(dir.path(), Duration::from_millis(100)).unwrap();
+        let one = |id| NewEvent {
+            id,
+            event: "e",
+            created_at: 1,
+            payload: "{}",
+        };
+        assert_eq!(
+            q.enqueue(&[one("a")], 10, 1 << 20, || false).unwrap(),
+            Enqueued::Revoked
+        );
+        assert!(q.conn.is_autocommit());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            q.enqueue(&[one("b")], 10, 1 << 20, || panic!("host panic"))
+        }));
+        assert!(panicked.is_err());
+        assert!(q.conn.is_autocommit());
+        q.conn
+            .execute_batch(
+                "PRAGMA foreign_keys = ON;
+                 CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY);
+                 CREATE TEMP TABLE child (p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);
+                 CREATE TEMP TRIGGER orphan AFTER INSERT ON main.events WHEN NEW.id = 'bad'
+                 BEGIN INSERT INTO child VALUES (42); END;",
+            )
+            .unwrap();
+        let failed = q.enqueue(&[one("bad")], 10, 1 << 20, || true).unwrap_err();
+        assert!(failed.to_string().contains("FOREIGN KEY"), "{failed}");
+        assert!(q.conn.is_autocommit());
+        let mut other = Queue::open(dir.path(), Duration::from_millis(100)).unwrap();
+        other.enqueue(&[one("c")], 10, 1 << 20, || true).unwrap();
+        q.enqueue(&[one("d")], 10, 1 << 20, || true).unwrap();
+        assert_eq!(q.stats().unwrap().events, 2);
+        other
+            .conn
+            .execute_batch("CREATE TABLE elsewhere (x)")
+            .unwrap();
+        q.enqueue(&[one("f")], 10, 1 << 20, || true).unwrap();
+        assert_eq!(q.stats().unwrap().events, 3);
+    }
+
     /// `n` events of `size` bytes, under caps of `max_events` and `max_bytes`;
     /// returns how many were evicted.
     fn put_capped(q: &mut Queue, n: usize, size: usize, max_events: u64, max_bytes: u64) -> u64 {
