@@ -678,16 +678,8 @@ impl Scrubber {
     /// too, are all a catalog's declared names (an event the catalog accepted): the
     /// values are scrubbed and the keys kept, as the catalog's own text. Returns true
     /// if and only if it changed a value.
+    /// Not generic in `is_raw`, as it recurses.
     pub(crate) fn scrub_values_changed(
-        &self,
-        map: &mut Map<String, Value>,
-        is_raw: impl Fn(&str) -> bool,
-    ) -> bool {
-        self.scrub_values_dyn(map, &is_raw)
-    }
-
-    /// [`Scrubber::scrub_values_changed`], not generic, as it recurses.
-    fn scrub_values_dyn(
         &self,
         map: &mut Map<String, Value>,
         is_raw: &dyn Fn(&str) -> bool,
@@ -698,7 +690,7 @@ impl Scrubber {
                 continue;
             }
             changed |= match v {
-                Value::Object(inner) => self.scrub_values_dyn(inner, &|_| false),
+                Value::Object(inner) => self.scrub_values_changed(inner, &|_| false),
                 other => self.scrub_value_changed(k, other),
             };
         }

@@ -973,7 +973,7 @@ mod tests {
         // The general path for an accepted event (values scrubbed, keys kept, then
         // every entry cut) stores exactly the same.
         let mut general = given.clone();
-        scrubber.scrub_values_changed(&mut general, |k| k == "raw" || k == "kind");
+        scrubber.scrub_values_changed(&mut general, &|k| k == "raw" || k == "kind");
         let mut c = e.cutter();
         for (k, v) in general.iter_mut() {
             e.cut_entry(&mut c, k, v);
@@ -1007,7 +1007,7 @@ mod tests {
                     flat: false
                 }
             );
-            scrubber.scrub_values_changed(m, |_| false);
+            scrubber.scrub_values_changed(m, &|_| false);
             assert_eq!(m["host"], json!({"os": "~/x"}));
         }
         assert_eq!(

@@ -70,6 +70,18 @@ pub(crate) enum Verdicts {
 }
 
 impl Verdicts {
+    /// Adds the verdict on the next event; the first needs no allocation.
+    fn push(&mut self, v: Verdict) {
+        *self = match std::mem::replace(self, Verdicts::NoCatalog) {
+            Verdicts::NoCatalog => Verdicts::One(v),
+            Verdicts::One(first) => Verdicts::Many(vec![first, v]),
+            Verdicts::Many(mut all) => {
+                all.push(v);
+                Verdicts::Many(all)
+            }
+        };
+    }
+
     /// The verdict on the `i`-th event, if the catalog gave one.
     pub(crate) fn get(&self, i: usize) -> Option<Verdict> {
         match self {
@@ -162,21 +174,8 @@ impl Spool {
             CatalogState::Invalid(why) => return Err(Kind::Catalog(why.clone()).into()),
             CatalogState::Ready(e) => &e.rules,
         };
-        let now = if rules.any_expiry() {
-            self.inner.now()
-        } else {
-            0 // no expiry to compare it with
-        };
-        if let [e] = events {
-            return match rules.verdict(e.name(), e.properties_map(), now) {
-                Ok(v) => Ok(Verdicts::One(v)),
-                Err(r) => {
-                    self.count_undeclared(std::slice::from_ref(&r));
-                    Err(Kind::Undeclared(r).into())
-                }
-            };
-        }
-        let mut verdicts = Vec::with_capacity(events.len());
+        let now = self.catalog_now(rules);
+        let mut verdicts = Verdicts::NoCatalog;
         let mut refused: Vec<Refusal> = Vec::new();
         for e in events {
             match rules.verdict(e.name(), e.properties_map(), now) {
@@ -185,7 +184,7 @@ impl Spool {
             }
         }
         let Some(first) = refused.first().cloned() else {
-            return Ok(Verdicts::Many(verdicts));
+            return Ok(verdicts);
         };
         self.count_undeclared(&refused);
         Err(Kind::Undeclared(first).into())
@@ -197,11 +196,7 @@ impl Spool {
         let CatalogState::Ready(e) = &self.inner.catalog else {
             return events;
         };
-        let now = if e.rules.any_expiry() {
-            self.inner.now()
-        } else {
-            0 // no expiry to compare it with
-        };
+        let now = self.catalog_now(&e.rules);
         let mut refused = Vec::new();
         let kept = events
             .into_iter()
@@ -219,6 +214,16 @@ impl Spool {
             self.count_undeclared(&refused);
         }
         kept
+    }
+
+    /// Now on the spool's clock, for checking against `rules`: asked only if some
+    /// event has an expiry date, the only thing the time is compared with.
+    fn catalog_now(&self, rules: &Rules) -> i64 {
+        if rules.any_expiry() {
+            self.inner.now()
+        } else {
+            0
+        }
     }
 
     /// Adds the refusals to `dropped_undeclared` in the queue, or in debug mode says

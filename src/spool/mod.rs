@@ -780,9 +780,9 @@ impl Inner {
         let enums = declared.nested_enums(&props);
         let changed = if declared.has_raw() {
             scrubber
-                .scrub_values_changed(&mut props, |k| raw_keys.contains(k) || declared.is_raw(k))
+                .scrub_values_changed(&mut props, &|k| raw_keys.contains(k) || declared.is_raw(k))
         } else {
-            scrubber.scrub_values_changed(&mut props, |k| raw_keys.contains(k))
+            scrubber.scrub_values_changed(&mut props, &|k| raw_keys.contains(k))
         };
         // A string within its `max_length` in bytes that the scrubber left alone is
         // within it: usually nothing needs cutting, and the pass is skipped.
